@@ -1,0 +1,100 @@
+"""Activation functions, each paired with its backward rule, looked up by name.
+
+The backward rule is a vector-Jacobian product ``(z, a, grad_a) -> grad_z`` rather
+than a plain derivative, so that softmax (whose Jacobian is not diagonal) fits the
+same slot as the element-wise activations.  Element-wise rules use the layer's
+output ``a`` where they can: it is already in memory and saves recomputing f(z).
+Backward rules may overwrite ``grad_a``: the engine never reuses it afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    forward: Callable[[Array], Array]
+    backward: Callable[[Array, Array, Array], Array]
+    default_init: str
+
+
+def _sigmoid(z: Array) -> Array:
+    # 0.5 * (1 + tanh(z / 2)) is the logistic function without exp overflow at +-1000.
+    a = np.multiply(z, 0.5)
+    np.tanh(a, out=a)
+    a += 1.0
+    a *= 0.5
+    return a
+
+
+def _sigmoid_back(z: Array, a: Array, g: Array) -> Array:
+    g *= a
+    g *= 1.0 - a
+    return g
+
+
+def _tanh_back(z: Array, a: Array, g: Array) -> Array:
+    g *= 1.0 - a * a
+    return g
+
+
+def _relu(z: Array) -> Array:
+    return np.maximum(z, 0.0)
+
+
+def _relu_back(z: Array, a: Array, g: Array) -> Array:
+    g *= z > 0
+    return g
+
+
+def _identity(z: Array) -> Array:
+    return z.copy()
+
+
+def _identity_back(z: Array, a: Array, g: Array) -> Array:
+    return g
+
+
+def _softmax(z: Array) -> Array:
+    # Shifting by the row maximum keeps exp() in range for any finite input.
+    a = z - z.max(axis=-1, keepdims=True)
+    np.exp(a, out=a)
+    a /= a.sum(axis=-1, keepdims=True)
+    return a
+
+
+def _softmax_back(z: Array, a: Array, g: Array) -> Array:
+    # J^T g for J = diag(a) - a a^T, row by row.
+    dot = np.einsum("ij,ij->i", g, a)[:, None]
+    g -= dot
+    g *= a
+    return g
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    act.name: act
+    for act in (
+        Activation("sigmoid", _sigmoid, _sigmoid_back, "xavier"),
+        Activation("tanh", np.tanh, _tanh_back, "xavier"),
+        Activation("relu", _relu, _relu_back, "he"),
+        Activation("identity", _identity, _identity_back, "xavier"),
+        Activation("softmax", _softmax, _softmax_back, "xavier"),
+    )
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by name; unknown names are a ValueError listing the known."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
+        ) from None

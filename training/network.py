@@ -1,0 +1,271 @@
+"""The network: layer sizes, weights and biases, and back-propagation (BP1-BP4).
+
+All parameters live in one flat array; each weight matrix and bias vector is a view
+into it.  That makes an optimizer step a handful of whole-array operations whatever
+the depth, a copy of the model one memcpy, and a snapshot for the service one
+reference.  Rows are samples: a batch is a (batch x features) matrix and z = a W + b
+with W of shape (n_in, n_out) (scikit-learn's ``coefs_`` layout; Nielsen's W is its
+transpose).  BP4, dC/dW = delta a^T per sample, is then a^T delta for the batch.  This
+layout was measured faster than (n_out, n_in) for the products that dominate training
+(bench/train_bench.py): x W and a^T delta on the wide first layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+
+from training.activations import Activation, get_activation
+from training.losses import Loss, get_loss
+
+Array = np.ndarray
+DTYPES = {"float32": np.float32, "float64": np.float64}
+INITS = ("gaussian", "xavier", "he")
+
+
+@dataclass
+class Cache:
+    """What the forward pass keeps for the backward pass: z^l and a^l for every layer.
+
+    ``activations[0]`` is the input batch, ``zs[l]`` feeds ``activations[l + 1]``.
+    """
+
+    zs: list[Array]
+    activations: list[Array]
+
+    @property
+    def output(self) -> Array:
+        return self.activations[-1]
+
+
+@dataclass
+class Gradients:
+    """dC/dparams in the network's flat layout, with per-layer views for reading."""
+
+    flat: Array
+    weights: list[Array]
+    biases: list[Array]
+
+
+def _layer_views(flat: Array, sizes: list[int]) -> tuple[list[Array], list[Array]]:
+    weights, biases, at = [], [], 0
+    for n_in, n_out in pairwise(sizes):
+        weights.append(flat[at : at + n_in * n_out].reshape(n_in, n_out))
+        at += n_in * n_out
+        biases.append(flat[at : at + n_out])
+        at += n_out
+    return weights, biases
+
+
+def n_parameters(sizes: list[int]) -> int:
+    return sum(n_out * (n_in + 1) for n_in, n_out in pairwise(sizes))
+
+
+def _check_sizes(sizes: object) -> list[int]:
+    if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
+    out = []
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"layer size {i} must be an integer, got {s!r}")
+        if s < 1:
+            raise ValueError(f"layer size {i} must be at least 1, got {s}")
+        out.append(int(s))
+    return out
+
+
+class Network:
+    """A fully connected feed-forward network trained by back-propagation.
+
+    ``hidden_activation`` is one name for every hidden layer or a list with one per
+    hidden layer.  The output activation defaults to what the loss needs: softmax for
+    cross-entropy, sigmoid otherwise (the seeds' choice).
+    """
+
+    def __init__(
+        self,
+        sizes: list[int],
+        hidden_activation: str | list[str] = "sigmoid",
+        output_activation: str | None = None,
+        loss: str = "quadratic",
+        *,
+        init: str | None = None,
+        dtype: str = "float32",
+        seed: int | None = 0,
+        params: Array | None = None,
+    ) -> None:
+        self.sizes = _check_sizes(sizes)
+        n_hidden = len(self.sizes) - 2
+        hidden = (
+            [hidden_activation] * n_hidden
+            if isinstance(hidden_activation, str)
+            else list(hidden_activation)
+        )
+        if len(hidden) != n_hidden:
+            raise ValueError(
+                f"{n_hidden} hidden layers need {n_hidden} activations, got {len(hidden)}"
+            )
+        self.loss: Loss = get_loss(loss)
+        if output_activation is None:
+            output_activation = self.loss.requires or "sigmoid"
+        self.layers: list[Activation] = [get_activation(n) for n in [*hidden, output_activation]]
+        if self.loss.requires and self.layers[-1].name != self.loss.requires:
+            raise ValueError(
+                f"loss {self.loss.name!r} needs a {self.loss.requires!r} output layer, "
+                f"got {self.layers[-1].name!r}"
+            )
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+        self.dtype = np.dtype(DTYPES[dtype])
+        if init is not None and init not in INITS:
+            raise ValueError(f"unknown init {init!r}; expected one of {list(INITS)}")
+        self.init = init
+
+        n = n_parameters(self.sizes)
+        if params is None:
+            self.params = np.empty(n, dtype=self.dtype)
+            self.weights, self.biases = _layer_views(self.params, self.sizes)
+            self._initialise(np.random.default_rng(seed))
+        else:
+            params = np.asarray(params)
+            if params.shape != (n,) or params.dtype != self.dtype:
+                raise ValueError(
+                    f"params must be a flat {self.dtype} array of {n} values, "
+                    f"got {params.dtype} {params.shape}"
+                )
+            self.params = params
+            self.weights, self.biases = _layer_views(self.params, self.sizes)
+
+    # -- description --------------------------------------------------------------
+    @property
+    def activation_names(self) -> list[str]:
+        return [a.name for a in self.layers]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    def decay_mask(self) -> Array:
+        """1 where a parameter is a weight, 0 where it is a bias: L2 decays weights only."""
+        mask = np.zeros_like(self.params)
+        for w in _layer_views(mask, self.sizes)[0]:
+            w[...] = 1
+        return mask
+
+    def copy(self, params: Array | None = None) -> Network:
+        """A network with the same structure and a private copy (or the given) parameters."""
+        new = object.__new__(Network)
+        new.__dict__.update(self.__dict__)
+        new.params = self.params.copy() if params is None else params
+        new.weights, new.biases = _layer_views(new.params, new.sizes)
+        return new
+
+    def _initialise(self, rng: np.random.Generator) -> None:
+        for w, b, act in zip(self.weights, self.biases, self.layers):
+            n_in, n_out = w.shape
+            scheme = self.init or act.default_init
+            if scheme == "gaussian":  # Nielsen: N(0, 1) weights and biases
+                w[...] = rng.standard_normal(w.shape)
+                b[...] = rng.standard_normal(b.shape)
+                continue
+            std = np.sqrt(2.0 / (n_in + n_out)) if scheme == "xavier" else np.sqrt(2.0 / n_in)
+            w[...] = rng.standard_normal(w.shape) * std
+            b[...] = 0
+
+    # -- input checks (public API only; the training loop checks its data once) ----
+    def check_inputs(self, x: object, what: str = "inputs") -> Array:
+        """Return ``x`` as a (batch x n_inputs) array of the network's dtype, or raise."""
+        return _check_matrix(x, self.n_inputs, self.dtype, what)
+
+    def check_targets(self, y: object, n_rows: int) -> Array:
+        y = _check_matrix(y, self.n_outputs, self.dtype, "targets")
+        if y.shape[0] != n_rows:
+            raise ValueError(f"targets have {y.shape[0]} rows but inputs have {n_rows}")
+        return y
+
+    # -- the passes -----------------------------------------------------------------
+    def forward(self, x: Array) -> Cache:
+        """Forward pass that keeps every z and a for ``backward``."""
+        return self._forward(self.check_inputs(x))
+
+    def _forward(self, x: Array) -> Cache:
+        zs, acts = [], [x]
+        a = x
+        for w, b, act in zip(self.weights, self.biases, self.layers):
+            z = a @ w
+            z += b
+            a = act.forward(z)
+            zs.append(z)
+            acts.append(a)
+        return Cache(zs, acts)
+
+    def backward(self, cache: Cache, y: Array) -> Gradients:
+        """BP1-BP4 on the whole batch; returns gradients and leaves the model unchanged."""
+        y = self.check_targets(y, cache.activations[0].shape[0])
+        return self._backward(cache, y, np.empty_like(self.params))
+
+    def _backward(self, cache: Cache, y: Array, out: Array) -> Gradients:
+        # ``out`` (flat, shaped like params) lets the training loop reuse one buffer.
+        acts, zs = cache.activations, cache.zs
+        g_w, g_b = _layer_views(out, self.sizes)
+        # BP1: the output error, already averaged over the batch by the loss.
+        delta = self.loss.delta(acts[-1], zs[-1], y, self.layers[-1])
+        for layer in range(len(self.weights) - 1, -1, -1):
+            np.matmul(acts[layer].T, delta, out=g_w[layer])  # BP4: dC/dW = a^T delta
+            np.sum(delta, axis=0, out=g_b[layer])  # BP3: dC/db = delta
+            if layer:
+                # BP2: back through W^T, then through the activation's derivative.
+                grad_a = delta @ self.weights[layer].T
+                delta = self.layers[layer - 1].backward(zs[layer - 1], acts[layer], grad_a)
+        return Gradients(out, g_w, g_b)
+
+    def gradients(self, x: Array, y: Array) -> Gradients:
+        cache = self.forward(x)
+        return self.backward(cache, y)
+
+    def loss_value(self, x: Array, y: Array) -> float:
+        cache = self.forward(x)
+        y = self.check_targets(y, cache.output.shape[0])
+        return self.loss.value(cache.output, cache.zs[-1], y)
+
+    def predict(self, x: Array) -> Array:
+        """Output activations for a batch (class probabilities for a softmax classifier)."""
+        x = self.check_inputs(x)
+        a = x
+        for w, b, act in zip(self.weights, self.biases, self.layers):
+            z = a @ w
+            z += b
+            a = act.forward(z)
+        return a
+
+    def predict_classes(self, x: Array) -> Array:
+        """Index of the largest output per row: the predicted class."""
+        return np.argmax(self.predict(x), axis=1)
+
+
+def _check_matrix(x: object, n_cols: int, dtype: np.dtype, what: str) -> Array:
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(f"{what} must be a rectangular matrix of numbers: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (batch x {n_cols}), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{what} is an empty batch")
+    if arr.shape[1] != n_cols:
+        raise ValueError(f"{what} must have {n_cols} columns, got {arr.shape[1]}")
+    arr = arr.astype(dtype, copy=False)
+    if not np.isfinite(arr).all():
+        r, c = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{what} contain NaN or Inf (first at row {r}, column {c})")
+    return arr
