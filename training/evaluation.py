@@ -1,0 +1,53 @@
+"""Scores of a model on labelled data: loss, accuracy, per-class precision and recall,
+and the confusion matrix (rows: true class, columns: predicted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from training.data import Dataset
+from training.model import Model
+
+
+def score(model: Model, ds: Dataset) -> dict[str, Any]:
+    net = model.network
+    x = model.prepare(ds.x)
+    y = ds.target_matrix(net.dtype)
+    cache = net._forward(x)
+    out: dict[str, Any] = {"loss": net.loss.value(cache.output, cache.zs[-1], y), "n": len(ds.x)}
+    if ds.classes is None:
+        out["rmse"] = float(np.sqrt(((cache.output - y) ** 2).mean()))
+        return out
+    k = len(ds.classes)
+    pred = cache.output.argmax(axis=1)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (ds.y, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(confusion.sum(0) > 0, tp / confusion.sum(0), 0.0)
+        recall = np.where(confusion.sum(1) > 0, tp / confusion.sum(1), 0.0)
+    out["accuracy"] = float(tp.sum() / len(ds.x))
+    out["per_class"] = {
+        c: {"precision": float(p), "recall": float(r), "support": int(s)}
+        for c, p, r, s in zip(ds.classes, precision, recall, confusion.sum(1))
+    }
+    out["confusion"] = confusion.tolist()
+    return out
+
+
+def format_report(scores: dict[str, Any], classes: list[str] | None) -> str:
+    lines = [f"loss {scores['loss']:.4f}"]
+    if "accuracy" not in scores:
+        lines.append(f"rmse {scores['rmse']:.4f}")
+        return "\n".join(lines)
+    lines.append(f"accuracy {scores['accuracy'] * 100:.2f} % of {scores['n']}")
+    lines.append(f"{'class':>10} {'precision':>9} {'recall':>7} {'support':>7}")
+    for c, m in scores["per_class"].items():
+        lines.append(f"{c:>10} {m['precision']:9.3f} {m['recall']:7.3f} {m['support']:7d}")
+    lines.append("confusion (rows true, columns predicted):")
+    width = max(len(str(v)) for row in scores["confusion"] for v in row) + 1
+    for c, row in zip(classes or [], scores["confusion"]):
+        lines.append(f"{c:>10} " + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""A model: a network plus everything needed to use it and to keep training it.
+
+A weight file alone is useless to the service: it needs the input size, the class
+names, the preprocessing fitted on the training data and, for online training, the
+optimizer's settings and state.  ``Model`` keeps them together; the store writes and
+reads it whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from training.data import Standardizer
+from training.network import Network
+from training.optimizers import SGD
+
+Array = np.ndarray
+
+
+@dataclass
+class Model:
+    network: Network
+    standardizer: Standardizer
+    labels: list[str] | None = None  # class names, for classifiers
+    feature_names: list[str] | None = None
+    optimizer: SGD = field(default_factory=SGD)
+    optimizer_state: dict[str, Array] | None = None
+
+    def __post_init__(self) -> None:
+        n = self.network.n_inputs
+        if self.standardizer.mean.shape != (n,) or self.standardizer.scale.shape != (n,):
+            raise ValueError(f"preprocessing must have {n} means and scales")
+        if self.labels is not None and len(self.labels) != self.network.n_outputs:
+            raise ValueError(f"{self.network.n_outputs} outputs need as many labels, got {len(self.labels)}")
+        if self.optimizer_state is None:
+            self.optimizer_state = self.optimizer.init_state(self.network.params)
+        # Preprocessing in the network's dtype, so predict does not upcast every batch.
+        dt = self.network.dtype
+        self._mean = self.standardizer.mean.astype(dt)
+        self._inv_scale = (1.0 / self.standardizer.scale).astype(dt)
+
+    @property
+    def n_features(self) -> int:
+        return self.network.n_inputs
+
+    def prepare(self, x: Array) -> Array:
+        """Checked, standardised inputs in the network's dtype."""
+        x = self.network.check_inputs(x)
+        return (x - self._mean) * self._inv_scale
+
+    def predict(self, x: Array) -> Array:
+        """Output activations for raw (unstandardised) feature rows."""
+        return self.network.predict(self.prepare(x))
+
+    def predict_labels(self, outputs: Array) -> list[str] | None:
+        if self.labels is None:
+            return None
+        return [self.labels[i] for i in outputs.argmax(axis=1)]
+
+    def targets_from_labels(self, labels: list) -> Array:
+        """One-hot rows for class names; a ValueError names the first unknown one."""
+        if self.labels is None:
+            raise ValueError("this model has no class labels; send target vectors")
+        index = {name: i for i, name in enumerate(self.labels)}
+        rows = []
+        for i, lab in enumerate(labels):
+            key = str(lab)
+            if key not in index:
+                raise ValueError(f"unknown label {lab!r} at targets[{i}]; known: {self.labels}")
+            rows.append(index[key])
+        return np.eye(len(self.labels), dtype=self.network.dtype)[rows]
+
+    def copy(self) -> Model:
+        """A model whose parameters and optimizer state can change without touching this one."""
+        return Model(
+            self.network.copy(),
+            self.standardizer,
+            self.labels,
+            self.feature_names,
+            self.optimizer,
+            {k: v.copy() for k, v in (self.optimizer_state or {}).items()},
+        )
