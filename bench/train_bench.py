@@ -136,7 +136,7 @@ def memory_child(n: int) -> None:
 
 
 def _vm_hwm() -> int:
-    # Not ru_maxrss: Linux carries that over exec() from the forking parent, which here
+    # Not ru_maxrss: Linux carries that across execve from the forking parent, which here
     # is the benchmark with torch loaded.  VmHWM belongs to this process image alone.
     with open("/proc/self/status") as f:
         for line in f:

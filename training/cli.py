@@ -85,8 +85,11 @@ class TrainConfig(BaseModel):
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bptrain", description="Train a model and publish it to the store.",
-                                epilog="Subcommand: bptrain evaluate --name N [--version V] --data PATH")
+    p = argparse.ArgumentParser(
+        prog="bptrain",
+        description="Train a model and publish it to the store.",
+        epilog="Subcommand: bptrain evaluate --name N [--version V] --data PATH",
+    )
     p.add_argument("--config", help="TOML file with any of the options below (flags win)")
     p.add_argument("--data", help="data file (not needed for --format digits)")
     p.add_argument("--format", choices=FORMATS, help="inferred from the extension where possible")
@@ -114,14 +117,20 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", help="float32 or float64")
     p.add_argument("--init-from", metavar="NAME:VERSION", help="warm start from a stored version")
-    p.add_argument("--dry-run", action="store_true", default=None, help="train and report, publish nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", default=None, help="train and report, publish nothing"
+    )
     p.add_argument("--quiet", action="store_true", default=None, help="plain one line per epoch")
-    p.add_argument("--json", action="store_true", default=None, help="print one JSON object at the end")
+    p.add_argument(
+        "--json", action="store_true", default=None, help="print one JSON object at the end"
+    )
     return p
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bptrain evaluate", description="Score a stored version on data.")
+    p = argparse.ArgumentParser(
+        prog="bptrain evaluate", description="Score a stored version on data."
+    )
     p.add_argument("--name", required=True)
     p.add_argument("--version", type=int, help="default: the latest")
     p.add_argument("--data")
@@ -180,8 +189,11 @@ class Progress:
             self.bar.set_postfix(fields, refresh=False)
             self.bar.update(1)
         else:
-            print(f"epoch {record['epoch']} " + " ".join(f"{k} {v}" for k, v in fields.items()),
-                  file=sys.stderr, flush=True)
+            print(
+                f"epoch {record['epoch']} " + " ".join(f"{k} {v}" for k, v in fields.items()),
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -224,11 +236,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         base_name, base_version = cfg.init_from.split(":")
         base, _ = store.load(base_name, int(base_version))
         if base.n_features != ds.x.shape[1]:
-            raise DataError(cfg.data or "-", f"{ds.x.shape[1]} features, but {cfg.init_from} "
-                                             f"takes {base.n_features}")
+            raise DataError(
+                cfg.data or "-",
+                f"{ds.x.shape[1]} features, but {cfg.init_from} takes {base.n_features}",
+            )
         if base.labels != ds.classes:
-            raise DataError(cfg.data or "-", f"classes {ds.classes} differ from {cfg.init_from}'s {base.labels}")
-    train_idx, val_idx, test_idx = stratified_split(ds, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+            raise DataError(
+                cfg.data or "-", f"classes {ds.classes} differ from {cfg.init_from}'s {base.labels}"
+            )
+    train_idx, val_idx, test_idx = stratified_split(
+        ds, cfg.val_fraction, cfg.test_fraction, cfg.seed
+    )
     if len(train_idx) == 0:
         raise DataError(cfg.data or "-", "no examples left for training after the split")
     opt = SGD(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.clip_norm)
@@ -239,8 +257,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         loss = cfg.loss or ("cross_entropy" if ds.is_classification else "quadratic")
         output = None if ds.is_classification else "identity"
         n_out = len(ds.classes) if ds.classes else ds.y.shape[1]
-        net = Network([ds.x.shape[1], *cfg.hidden, n_out], cfg.activation, output, loss,
-                      init=cfg.init, dtype=cfg.dtype, seed=cfg.seed)
+        net = Network(
+            [ds.x.shape[1], *cfg.hidden, n_out],
+            cfg.activation,
+            output,
+            loss,
+            init=cfg.init,
+            dtype=cfg.dtype,
+            seed=cfg.seed,
+        )
         model = Model(net, Standardizer.fit(ds.x[train_idx]), ds.classes, ds.feature_names, opt)
     net = model.network
 
@@ -252,39 +277,75 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     progress = Progress(cfg.epochs, plain=cfg.quiet or not sys.stderr.isatty())
     try:
         history, state = fit(
-            net, opt, *part(train_idx), epochs=cfg.epochs, batch_size=cfg.batch_size,
-            state=model.optimizer_state if base is not None else None, validation=validation,
+            net,
+            opt,
+            *part(train_idx),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            state=model.optimizer_state if base is not None else None,
+            validation=validation,
             schedule=Schedule(cfg.schedule, cfg.step_size, cfg.gamma, cfg.decay),
-            patience=cfg.patience, seed=cfg.seed, callback=progress,
+            patience=cfg.patience,
+            seed=cfg.seed,
+            callback=progress,
         )
     finally:
         progress.close()
     model.optimizer_state = state
-    test_part = ds.subset(test_idx) if len(test_idx) else ds.subset(val_idx if len(val_idx) else train_idx)
+    test_part = (
+        ds.subset(test_idx) if len(test_idx) else ds.subset(val_idx if len(val_idx) else train_idx)
+    )
     scores = score(model, test_part)
     last = history.epochs[-1]
     metrics = {
-        "train_loss": last["train_loss"], "train_accuracy": last["train_accuracy"],
-        "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
-        "test_loss": scores["loss"], "test_accuracy": scores.get("accuracy"),
-        "epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
-        "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx),
+        "train_loss": last["train_loss"],
+        "train_accuracy": last["train_accuracy"],
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy"),
+        "test_loss": scores["loss"],
+        "test_accuracy": scores.get("accuracy"),
+        "epochs_run": len(history.epochs),
+        "best_epoch": history.best_epoch,
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "n_test": len(test_idx),
     }
     if ds.is_classification:  # the best epoch's figures, as restored by early stopping
         best = history.epochs[history.best_epoch - 1] if history.best_epoch else last
-        metrics.update(train_loss=best["train_loss"], train_accuracy=best["train_accuracy"],
-                       val_loss=best.get("val_loss"), val_accuracy=best.get("val_accuracy"))
-    result: dict[str, Any] = {"name": cfg.name, "version": None, "path": None,
-                              "metrics": metrics, "scores": scores}
+        metrics.update(
+            train_loss=best["train_loss"],
+            train_accuracy=best["train_accuracy"],
+            val_loss=best.get("val_loss"),
+            val_accuracy=best.get("val_accuracy"),
+        )
+    result: dict[str, Any] = {
+        "name": cfg.name,
+        "version": None,
+        "path": None,
+        "metrics": metrics,
+        "scores": scores,
+    }
     png = plot_png(history.epochs)
     if png is None:
-        result["note"] = "matplotlib not installed: no training-curve PNG (pip install 'bpserve[plot]')"
+        result["note"] = (
+            "matplotlib not installed: no training-curve PNG (pip install 'bpserve[plot]')"
+        )
     if not cfg.dry_run:
         training = cfg.model_dump(exclude={"dry_run", "quiet", "json_output", "models_dir"})
-        parent = int(cfg.init_from.split(":")[1]) if cfg.init_from and cfg.init_from.startswith(cfg.name + ":") else None
-        version = store.save(cfg.name, model, parent_version=parent, training=training,
-                             data_fingerprint=ds.fingerprint, metrics=metrics,
-                             extra_files={"curves.png": png} if png else None)
+        parent = (
+            int(cfg.init_from.split(":")[1])
+            if cfg.init_from and cfg.init_from.startswith(cfg.name + ":")
+            else None
+        )
+        version = store.save(
+            cfg.name,
+            model,
+            parent_version=parent,
+            training=training,
+            data_fingerprint=ds.fingerprint,
+            metrics=metrics,
+            extra_files={"curves.png": png} if png else None,
+        )
         result["version"] = version
         result["path"] = str(store.version_dir(cfg.name, version))
     return result
@@ -295,15 +356,22 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model, manifest = store.load(args.name, args.version)
     ds = load(args.data, args.format, args.label_column)
     if ds.x.shape[1] != model.n_features:
-        raise DataError(args.data or "-", f"{ds.x.shape[1]} features, but the model takes {model.n_features}")
+        raise DataError(
+            args.data or "-", f"{ds.x.shape[1]} features, but the model takes {model.n_features}"
+        )
     if ds.classes is not None and ds.classes != model.labels:
         # Map the file's class names onto the model's; unknown ones are bad data.
         index = {c: i for i, c in enumerate(model.labels or [])}
         missing = [c for c in ds.classes if c not in index]
         if missing:
             raise DataError(args.data or "-", f"labels {missing} are not classes of the model")
-        ds = Dataset(ds.x, np.array([index[ds.classes[i]] for i in ds.y]), list(model.labels or []),
-                     ds.feature_names, ds.fingerprint)
+        ds = Dataset(
+            ds.x,
+            np.array([index[ds.classes[i]] for i in ds.y]),
+            list(model.labels or []),
+            ds.feature_names,
+            ds.fingerprint,
+        )
     return {"name": args.name, "version": manifest.version, "scores": score(model, ds)}
 
 
@@ -317,8 +385,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(out))
             else:
                 print(f"{out['name']} version {out['version']}")
-                print(format_report(out["scores"], (ModelStore(args.models_dir)
-                                                    .read_manifest(args.name, out["version"]).labels)))
+                print(
+                    format_report(
+                        out["scores"],
+                        (
+                            ModelStore(args.models_dir)
+                            .read_manifest(args.name, out["version"])
+                            .labels
+                        ),
+                    )
+                )
             return EXIT_OK
         if argv[:1] == ["train"]:
             argv = argv[1:]
@@ -337,10 +413,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bptrain: {exc}", file=sys.stderr)
         return EXIT_DATA
     if cfg.json_output:
-        print(json.dumps({k: v for k, v in result.items() if k != "scores"} | {"scores": result["scores"]}))
+        print(
+            json.dumps(
+                {k: v for k, v in result.items() if k != "scores"} | {"scores": result["scores"]}
+            )
+        )
     else:
-        where = f"published {result['name']} version {result['version']} at {result['path']}" \
-            if result["version"] else "dry run: nothing published"
+        where = (
+            f"published {result['name']} version {result['version']} at {result['path']}"
+            if result["version"]
+            else "dry run: nothing published"
+        )
         print(format_report(result["scores"], load_classes(result)))
         print(where)
         if "note" in result:

@@ -83,7 +83,10 @@ def load(
         "npz": lambda: read_npz(path),
         "code-recognizer": lambda: read_code_recognizer(path),
     }[fmt]
-    ds = reader()
+    try:
+        ds = reader()
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     ds.fingerprint = sha256_file(path)
     _check_dataset(ds, path)
     return ds
@@ -103,7 +106,8 @@ def read_code_recognizer(path: str | Path) -> Dataset:
     """``f1 ... f20 > t1 t2 t3`` per line; lines end in ``\\r\\r\\n``, so blank-after-strip
     lines are skipped rather than taken for examples."""
     xs, ts = [], []
-    with open(path, encoding="utf-8", newline="") as f:
+    # newline="\n": only \n ends a line, so "\r\r\n" counts once, as an editor shows it.
+    with open(path, encoding="utf-8", newline="\n") as f:
         for lineno, raw in enumerate(f, 1):
             line = raw.strip()
             if not line:

@@ -33,7 +33,9 @@ class Model:
         if self.standardizer.mean.shape != (n,) or self.standardizer.scale.shape != (n,):
             raise ValueError(f"preprocessing must have {n} means and scales")
         if self.labels is not None and len(self.labels) != self.network.n_outputs:
-            raise ValueError(f"{self.network.n_outputs} outputs need as many labels, got {len(self.labels)}")
+            raise ValueError(
+                f"{self.network.n_outputs} outputs need as many labels, got {len(self.labels)}"
+            )
         if self.optimizer_state is None:
             self.optimizer_state = self.optimizer.init_state(self.network.params)
         # Preprocessing in the network's dtype, so predict does not upcast every batch.

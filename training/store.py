@@ -39,7 +39,12 @@ from training.network import Network
 from training.optimizers import SGD
 
 FORMAT_VERSION = 1
-WEIGHTS, OPTIMIZER, MANIFEST, PINS = "weights.safetensors", "optimizer.safetensors", "manifest.json", "pins.json"
+WEIGHTS, OPTIMIZER, MANIFEST, PINS = (
+    "weights.safetensors",
+    "optimizer.safetensors",
+    "manifest.json",
+    "pins.json",
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Test hook: called with the name of each publish step as it completes, so a test can
@@ -158,7 +163,8 @@ class ModelStore:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir()
+            p.name
+            for p in self.root.iterdir()
             if p.is_dir() and not p.is_symlink() and _NAME.match(p.name) and self.versions(p.name)
         )
 
@@ -168,7 +174,8 @@ class ModelStore:
         if not d.is_dir():
             return []
         return sorted(
-            int(p.name) for p in d.iterdir()
+            int(p.name)
+            for p in d.iterdir()
             if p.name.isdigit() and not p.is_symlink() and (p / MANIFEST).is_file()
         )
 
@@ -204,8 +211,10 @@ class ModelStore:
             _step("weights_written")
             state = model.optimizer_state or model.optimizer.init_state(net.params)
             save_file(
-                {"velocity": np.ascontiguousarray(state["velocity"]),
-                 "step": np.asarray(state["step"], dtype=np.int64).reshape(1)},
+                {
+                    "velocity": np.ascontiguousarray(state["velocity"]),
+                    "step": np.asarray(state["step"], dtype=np.int64).reshape(1),
+                },
                 str(tmp / OPTIMIZER),
             )
             _step("optimizer_written")
@@ -226,15 +235,22 @@ class ModelStore:
                 "parent_version": parent_version,
                 "online_steps": online_steps,
                 "created_at": datetime.now(UTC),
-                "architecture": Architecture(sizes=net.sizes, activations=net.activation_names, loss=net.loss.name),
+                "architecture": Architecture(
+                    sizes=net.sizes, activations=net.activation_names, loss=net.loss.name
+                ),
                 "dtype": str(net.dtype),
                 "inputs": Inputs(n_features=net.n_inputs, feature_names=model.feature_names),
                 "labels": model.labels,
-                "preprocessing": Preprocessing(mean=model.standardizer.mean.tolist(),
-                                               scale=model.standardizer.scale.tolist()),
-                "optimizer": OptimizerConfig(learning_rate=o.learning_rate, momentum=o.momentum,
-                                             nesterov=o.nesterov, weight_decay=o.weight_decay,
-                                             clip_norm=o.clip_norm),
+                "preprocessing": Preprocessing(
+                    mean=model.standardizer.mean.tolist(), scale=model.standardizer.scale.tolist()
+                ),
+                "optimizer": OptimizerConfig(
+                    learning_rate=o.learning_rate,
+                    momentum=o.momentum,
+                    nesterov=o.nesterov,
+                    weight_decay=o.weight_decay,
+                    clip_norm=o.clip_norm,
+                ),
                 "training": training or {},
                 "data_fingerprint": data_fingerprint,
                 "metrics": metrics or {},
@@ -296,8 +312,11 @@ class ModelStore:
         if not isinstance(raw, dict):
             raise StoreError(mpath, "bad JSON (not an object)")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise StoreError(mpath, f"unknown format version {raw.get('format_version')!r}; "
-                                    f"this bpserve reads {FORMAT_VERSION}")
+            raise StoreError(
+                mpath,
+                f"unknown format version {raw.get('format_version')!r}; "
+                f"this bpserve reads {FORMAT_VERSION}",
+            )
         try:
             manifest = Manifest.model_validate(raw)
         except ValidationError as exc:
@@ -330,8 +349,14 @@ class ModelStore:
                 raise StoreError(fpath, "sha256 does not match the manifest (corrupt or changed)")
         arch = manifest.architecture
         try:
-            net = Network(arch.sizes, arch.activations[:-1], arch.activations[-1], arch.loss,
-                          dtype=manifest.dtype, seed=None)
+            net = Network(
+                arch.sizes,
+                arch.activations[:-1],
+                arch.activations[-1],
+                arch.loss,
+                dtype=manifest.dtype,
+                seed=None,
+            )
         except (ValueError, TypeError) as exc:
             raise StoreError(vdir / MANIFEST, f"invalid architecture: {exc}") from None
         tensors = self._read_tensors(vdir / WEIGHTS)
@@ -339,16 +364,25 @@ class ModelStore:
         for i, (w, b) in enumerate(zip(net.weights, net.biases)):
             expected[f"layer{i}.weight"], expected[f"layer{i}.bias"] = w, b
         if set(tensors) != set(expected):
-            raise StoreError(vdir / WEIGHTS, f"tensors {sorted(tensors)} do not match the architecture")
+            raise StoreError(
+                vdir / WEIGHTS, f"tensors {sorted(tensors)} do not match the architecture"
+            )
         for key, dst in expected.items():
             src = tensors[key]
             if src.shape != dst.shape or src.dtype != dst.dtype:
-                raise StoreError(vdir / WEIGHTS, f"{key} is {src.dtype} {src.shape}, the manifest "
-                                                 f"says {dst.dtype} {dst.shape}")
+                raise StoreError(
+                    vdir / WEIGHTS,
+                    f"{key} is {src.dtype} {src.shape}, the manifest says {dst.dtype} {dst.shape}",
+                )
             dst[...] = src
         opt = self._read_tensors(vdir / OPTIMIZER)
         velocity, step = opt.get("velocity"), opt.get("step")
-        if velocity is None or step is None or velocity.shape != net.params.shape or velocity.dtype != net.dtype:
+        if (
+            velocity is None
+            or step is None
+            or velocity.shape != net.params.shape
+            or velocity.dtype != net.dtype
+        ):
             raise StoreError(vdir / OPTIMIZER, "optimizer state does not match the architecture")
         pre = manifest.preprocessing
         n = arch.sizes[0]
@@ -397,7 +431,9 @@ class ModelStore:
             os.replace(tmp, path)
             _fsync_path(path.parent)
 
-    def retain(self, name: str, keep: int, protect: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    def retain(
+        self, name: str, keep: int, protect: set[int] | frozenset[int] = frozenset()
+    ) -> list[int]:
         """Delete versions beyond the newest ``keep``, sparing pinned and protected ones
         (the one being served) and always the newest; return what was deleted."""
         if keep < 1:
