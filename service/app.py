@@ -1,0 +1,63 @@
+"""The app factory: settings in, a Flask app with its blueprints, limits and hooks out."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, request
+from threadpoolctl import threadpool_limits
+
+from service import errors, logs, metrics
+from service.registry import Registry
+from service.routes import health, models, predict, train
+from service.routes.common import AppState
+from service.settings import Settings
+from training.store import ModelStore
+
+log = logging.getLogger("bpserve")
+
+
+def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask:
+    settings = settings or Settings()
+    logs.setup()
+    # Each worker's BLAS to its own thread(s), so that workers do not oversubscribe cores.
+    threadpool_limits(settings.blas_threads, user_api="blas")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # 413 before reading the body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    registry = Registry(ModelStore(settings.models_dir), settings.reload_interval)
+    registry.refresh()
+    if settings.default_model not in registry.all():
+        log.error("default model not loaded", extra={"event": "not_ready", "model": settings.default_model,
+                                                     "models_dir": str(settings.models_dir)})
+    app.extensions["bpserve"] = AppState(settings, registry, settings.train_secret(), settings.predict_secret())
+    errors.register(app)
+    for bp in (predict.bp, train.bp, models.bp, health.bp):
+        app.register_blueprint(bp)
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise errors.ApiError(413, "body_too_large",
+                                  f"body of {length} bytes exceeds the limit of {settings.max_body_bytes}")
+
+    @app.after_request
+    def _record(resp):  # noqa: ANN001, ANN202
+        seconds = time.perf_counter() - g.get("t0", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        model, version = g.get("model", ""), g.get("version", "")
+        metrics.request(endpoint, resp.status_code, seconds, model, str(version))
+        if settings.log_requests:
+            log.info("request", extra={"method": request.method, "path": request.path,
+                                       "status": resp.status_code, "ms": round(seconds * 1000, 3),
+                                       "model": model or None, "version": version or None,
+                                       "rows": g.get("rows")})
+        return resp
+
+    if watch:
+        registry.start_watching()
+    return app

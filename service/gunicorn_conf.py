@@ -1,0 +1,43 @@
+"""gunicorn settings from the BPSERVE_ environment (the top-level gunicorn.conf.py loads
+this module, so that an installed package and a checkout use the same settings)."""
+
+import os
+import shutil
+import tempfile
+
+from service.settings import Settings
+
+_s = Settings()
+
+bind = [_s.bind]
+workers = _s.workers
+threads = _s.threads
+worker_class = "gthread"
+timeout = _s.timeout
+graceful_timeout = _s.graceful_timeout
+keepalive = 5
+wsgi_app = "service.wsgi:app"
+accesslog = None  # the app logs one JSON line per request itself
+errorlog = "-"
+# Set before the workers import numpy: one BLAS thread per worker unless configured.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(_s.blas_threads))
+os.environ.setdefault("OMP_NUM_THREADS", str(_s.blas_threads))
+
+
+def on_starting(server):  # noqa: ANN001, ANN201
+    # A fresh folder for prometheus_client's per-worker files, every start.
+    path = tempfile.mkdtemp(prefix="bpserve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    server.log.info("metrics folder %s", path)
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001, ANN201
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if path.startswith(tempfile.gettempdir()):
+        shutil.rmtree(path, ignore_errors=True)

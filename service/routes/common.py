@@ -1,0 +1,32 @@
+"""What every route needs: the app's state and a checked request body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Request, current_app
+
+from service.errors import ApiError
+from service.registry import Registry
+from service.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: Registry
+    train_secret: bytes | None
+    predict_secret: bytes | None
+
+
+def state() -> AppState:
+    return current_app.extensions["bpserve"]
+
+
+def body_of(request: Request) -> bytes:
+    """The body, once its type is JSON (415 otherwise); size is capped by the app (413)."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send Content-Type: application/json (got {mimetype or 'none'!r})")
+    return request.get_data(cache=False)

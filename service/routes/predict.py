@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+
+from service import auth, metrics
+from service.routes.common import body_of, state
+from service.schemas import PredictRequest, PredictResponse, parse, to_matrix
+
+bp = Blueprint("predict", __name__)
+
+
+@bp.post("/predict")
+@bp.post("/models/<name>/predict")
+@bp.post("/models/<name>/versions/<int:version>/predict")
+def predict(name: str | None = None, version: int | None = None):
+    st = state()
+    auth.require(st.predict_secret, "/predict")
+    req = parse(PredictRequest, body_of(request))
+    name = name or req.model or st.settings.default_model
+    version = version or req.version
+    if version is None:
+        served = st.registry.get(name)
+        model, version = served.model, served.version
+    else:
+        model, version = st.registry.version(name, version)
+    g.model, g.version = name, version
+    x = to_matrix(req.inputs, "inputs", model.n_features, st.settings.max_rows, model.network.dtype)
+    outputs = model.predict(x)
+    g.rows = len(x)
+    metrics.predicted(name, version, len(x))
+    resp = PredictResponse.model_construct(
+        model=name, version=version, outputs=outputs.tolist(), labels=model.predict_labels(outputs)
+    )
+    return current_app.response_class(resp.model_dump_json(), mimetype="application/json")

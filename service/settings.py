@@ -1,0 +1,41 @@
+"""Service configuration from the environment (prefix ``BPSERVE_``), via pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BPSERVE_", extra="ignore")
+
+    models_dir: Path = Path("models")
+    default_model: str = "digits"
+    train_token: SecretStr | None = None
+    train_token_file: Path | None = None  # a mounted secret; read once at start
+    predict_token: SecretStr | None = None
+    bind: str = "127.0.0.1:8000"
+    # One worker by default: online training keeps its state in the worker's memory
+    # until the journal replicates it; see README "Online training and workers".
+    workers: int = Field(default=1, ge=1)
+    threads: int = Field(default=4, ge=1)
+    timeout: int = Field(default=30, ge=1)
+    graceful_timeout: int = Field(default=20, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_rows: int = Field(default=10_000, ge=1)
+    reload_interval: float = Field(default=2.0, gt=0)
+    blas_threads: int = Field(default=1, ge=1)
+    log_requests: bool = True
+
+    def train_secret(self) -> bytes | None:
+        """The token that state-changing endpoints require; None disables them."""
+        if self.train_token_file is not None:
+            return self.train_token_file.read_text().strip().encode() or None
+        if self.train_token is not None:
+            return self.train_token.get_secret_value().encode() or None
+        return None
+
+    def predict_secret(self) -> bytes | None:
+        return self.predict_token.get_secret_value().encode() if self.predict_token else None
