@@ -30,9 +30,17 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
     registry = Registry(ModelStore(settings.models_dir), settings.reload_interval)
     registry.refresh()
     if settings.default_model not in registry.all():
-        log.error("default model not loaded", extra={"event": "not_ready", "model": settings.default_model,
-                                                     "models_dir": str(settings.models_dir)})
-    app.extensions["bpserve"] = AppState(settings, registry, settings.train_secret(), settings.predict_secret())
+        log.error(
+            "default model not loaded",
+            extra={
+                "event": "not_ready",
+                "model": settings.default_model,
+                "models_dir": str(settings.models_dir),
+            },
+        )
+    app.extensions["bpserve"] = AppState(
+        settings, registry, settings.train_secret(), settings.predict_secret()
+    )
     errors.register(app)
     for bp in (predict.bp, train.bp, models.bp, health.bp):
         app.register_blueprint(bp)
@@ -42,20 +50,31 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
         g.t0 = time.perf_counter()
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
-            raise errors.ApiError(413, "body_too_large",
-                                  f"body of {length} bytes exceeds the limit of {settings.max_body_bytes}")
+            raise errors.ApiError(
+                413,
+                "body_too_large",
+                f"body of {length} bytes exceeds the limit of {settings.max_body_bytes}",
+            )
 
     @app.after_request
-    def _record(resp):  # noqa: ANN001, ANN202
+    def _record(resp):
         seconds = time.perf_counter() - g.get("t0", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         model, version = g.get("model", ""), g.get("version", "")
         metrics.request(endpoint, resp.status_code, seconds, model, str(version))
         if settings.log_requests:
-            log.info("request", extra={"method": request.method, "path": request.path,
-                                       "status": resp.status_code, "ms": round(seconds * 1000, 3),
-                                       "model": model or None, "version": version or None,
-                                       "rows": g.get("rows")})
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": resp.status_code,
+                    "ms": round(seconds * 1000, 3),
+                    "model": model or None,
+                    "version": version or None,
+                    "rows": g.get("rows"),
+                },
+            )
         return resp
 
     if watch:

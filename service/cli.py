@@ -1,4 +1,4 @@
-"""``bpserve``: start gunicorn with the package's configuration."""
+"""``bpserve``: start gunicorn with the package's configuration (``BPSERVE_`` variables)."""
 
 from __future__ import annotations
 
@@ -7,5 +7,6 @@ import sys
 
 
 def main() -> None:
-    argv = ["gunicorn", "--config", "python:service.gunicorn_conf", *sys.argv[1:]]
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", *argv[1:]])
+    args = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf", *sys.argv[1:]]
+    # Replace this process, so that signals from a supervisor reach gunicorn directly.
+    os.execv(sys.executable, args)  # noqa: S606

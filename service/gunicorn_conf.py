@@ -16,6 +16,9 @@ worker_class = "gthread"
 timeout = _s.timeout
 graceful_timeout = _s.graceful_timeout
 keepalive = 5
+# The control socket (gunicorn >= 25.1) has one fixed path per user: several servers on
+# one machine would fight over it, and the service does not use it.
+control_socket_disable = True
 wsgi_app = "service.wsgi:app"
 accesslog = None  # the app logs one JSON line per request itself
 errorlog = "-"
@@ -24,20 +27,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", str(_s.blas_threads))
 os.environ.setdefault("OMP_NUM_THREADS", str(_s.blas_threads))
 
 
-def on_starting(server):  # noqa: ANN001, ANN201
+def on_starting(server):
     # A fresh folder for prometheus_client's per-worker files, every start.
     path = tempfile.mkdtemp(prefix="bpserve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     server.log.info("metrics folder %s", path)
 
 
-def child_exit(server, worker):  # noqa: ANN001, ANN201
+def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):  # noqa: ANN001, ANN201
+def on_exit(server):
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if path.startswith(tempfile.gettempdir()):
         shutil.rmtree(path, ignore_errors=True)

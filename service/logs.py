@@ -12,7 +12,11 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": round(time.time(), 3), "level": record.levelname.lower(), "msg": record.getMessage()}
+        line = {
+            "ts": round(time.time(), 3),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
         line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)

@@ -22,22 +22,39 @@ from prometheus_client import (
 
 _MP = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
-REQUESTS = Counter("bpserve_requests_total", "HTTP requests", ["endpoint", "status", "model", "version"])
+REQUESTS = Counter(
+    "bpserve_requests_total", "HTTP requests", ["endpoint", "status", "model", "version"]
+)
 LATENCY = Histogram(
-    "bpserve_request_duration_seconds", "Request latency", ["endpoint", "model", "version"],
+    "bpserve_request_duration_seconds",
+    "Request latency",
+    ["endpoint", "model", "version"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 ROWS = Counter("bpserve_rows_predicted_total", "Rows predicted", ["model", "version"])
 STEPS = Counter("bpserve_train_steps_total", "Online train-steps applied", ["model", "version"])
-REFUSED = Counter("bpserve_train_steps_refused_total", "Train-steps refused as non-finite", ["model"])
-ONLINE_LOSS = Gauge("bpserve_online_loss", "Progressive-validation loss (before each step)",
-                    ["model", "version"], multiprocess_mode="livemax")
-ONLINE_ACC = Gauge("bpserve_online_accuracy", "Progressive-validation accuracy",
-                   ["model", "version"], multiprocess_mode="livemax")
+REFUSED = Counter(
+    "bpserve_train_steps_refused_total", "Train-steps refused as non-finite", ["model"]
+)
+ONLINE_LOSS = Gauge(
+    "bpserve_online_loss",
+    "Progressive-validation loss (before each step)",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+ONLINE_ACC = Gauge(
+    "bpserve_online_accuracy",
+    "Progressive-validation accuracy",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
 LOADS = Counter("bpserve_model_loads_total", "Model versions loaded", ["model", "version"])
-LOAD_FAILURES = Counter("bpserve_model_load_failures_total", "Model versions that failed to load",
-                        ["model", "version"])
-SERVED = Gauge("bpserve_served_version", "Version served per model", ["model"], multiprocess_mode="livemax")
+LOAD_FAILURES = Counter(
+    "bpserve_model_load_failures_total", "Model versions that failed to load", ["model", "version"]
+)
+SERVED = Gauge(
+    "bpserve_served_version", "Version served per model", ["model"], multiprocess_mode="livemax"
+)
 
 
 def request(endpoint: str, status: int, seconds: float, model: str, version: str) -> None:
@@ -49,10 +66,12 @@ def predicted(model: str, version: int, rows: int) -> None:
     ROWS.labels(model, str(version)).inc(rows)
 
 
-def train_step(model: str, version: int, loss: float, online) -> None:  # noqa: ANN001
+def train_step(model: str, version: int, loss: float, online) -> None:
     STEPS.labels(model, str(version)).inc()
     stats = online.as_dict()
-    ONLINE_LOSS.labels(model, str(version)).set(stats["loss"] if stats["loss"] is not None else loss)
+    ONLINE_LOSS.labels(model, str(version)).set(
+        stats["loss"] if stats["loss"] is not None else loss
+    )
     if stats["accuracy"] is not None:
         ONLINE_ACC.labels(model, str(version)).set(stats["accuracy"])
 

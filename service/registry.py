@@ -57,7 +57,9 @@ class Served:
 
 
 class Registry:
-    def __init__(self, store: ModelStore, reload_interval: float = 2.0, max_cached_versions: int = 4) -> None:
+    def __init__(
+        self, store: ModelStore, reload_interval: float = 2.0, max_cached_versions: int = 4
+    ) -> None:
         self.store = store
         self.reload_interval = reload_interval
         self._served: dict[str, Served] = {}
@@ -73,8 +75,12 @@ class Registry:
     def get(self, name: str) -> Served:
         served = self._served.get(name)
         if served is None:
-            raise ApiError(404, "unknown_model", f"no model named {name!r} is served",
-                           {"served": sorted(self._served)})
+            raise ApiError(
+                404,
+                "unknown_model",
+                f"no model named {name!r} is served",
+                {"served": sorted(self._served)},
+            )
         return served
 
     def version(self, name: str, version: int) -> tuple[Model, int]:
@@ -110,11 +116,17 @@ class Registry:
             return self.store.load(name, version)
         except StoreError as exc:
             if "no such version" in exc.problem or "no versions" in exc.problem:
-                raise ApiError(404, "unknown_version", f"model {name!r} has no version {version}") from None
+                raise ApiError(
+                    404, "unknown_version", f"model {name!r} has no version {version}"
+                ) from None
             if "invalid" in exc.problem:
                 raise ApiError(422, "invalid_name", exc.problem) from None
-            raise ApiError(409, "version_unloadable", f"version {version} of {name!r} failed to load",
-                           {"problem": exc.problem}) from None
+            raise ApiError(
+                409,
+                "version_unloadable",
+                f"version {version} of {name!r} failed to load",
+                {"problem": exc.problem},
+            ) from None
 
     # -- changing what is served -----------------------------------------------------------
     def _swap(self, served: Served) -> None:
@@ -136,7 +148,11 @@ class Registry:
                 latest = self.store.latest(name)
             except (OSError, StoreError):
                 continue
-            if latest is None or (current and current.version >= latest) or (name, latest) in self._failed:
+            if (
+                latest is None
+                or (current and current.version >= latest)
+                or (name, latest) in self._failed
+            ):
                 continue
             with self._lock(name):
                 current = self._served.get(name)
@@ -148,16 +164,30 @@ class Registry:
                     self._failed.add((name, latest))
                     self._errors[name] = {"version": latest, "problem": str(exc)}
                     metrics.load_failed(name, latest)
-                    log.error("model load failed", extra={"event": "load_failed", "model": name,
-                                                          "version": latest, "problem": str(exc)})
+                    log.error(
+                        "model load failed",
+                        extra={
+                            "event": "load_failed",
+                            "model": name,
+                            "version": latest,
+                            "problem": str(exc),
+                        },
+                    )
                     continue
                 self._swap(Served(name, latest, model, manifest))
                 self._errors.pop(name, None)
                 metrics.loaded(name, latest)
                 dropped = current.online_steps if current else 0
-                log.info("model loaded", extra={"event": "loaded", "model": name, "version": latest,
-                                                "previous": current.version if current else None,
-                                                "discarded_online_steps": dropped})
+                log.info(
+                    "model loaded",
+                    extra={
+                        "event": "loaded",
+                        "model": name,
+                        "version": latest,
+                        "previous": current.version if current else None,
+                        "discarded_online_steps": dropped,
+                    },
+                )
 
     def pin(self, name: str, version: int) -> Served:
         """Serve ``version`` and stop following newer ones (rollback or pin)."""
@@ -175,26 +205,48 @@ class Registry:
         with self._lock(name):
             cur = self.get(name)
             version = self.store.save(
-                name, cur.model, parent_version=cur.version, online_steps=cur.online_steps,
+                name,
+                cur.model,
+                parent_version=cur.version,
+                online_steps=cur.online_steps,
                 training={"source": "online", "parent": cur.version, "steps": cur.online_steps},
-                data_fingerprint=None, metrics={f"online_{k}": v for k, v in cur.online.as_dict().items()},
+                data_fingerprint=None,
+                metrics={f"online_{k}": v for k, v in cur.online.as_dict().items()},
             )
             model, manifest = self.store.load(name, version)
             served = Served(name, version, model, manifest, pinned=cur.pinned)
             self._swap(served)
-        log.info("snapshot published", extra={"event": "snapshot", "model": name, "version": version,
-                                              "parent": cur.version, "steps": cur.online_steps})
+        log.info(
+            "snapshot published",
+            extra={
+                "event": "snapshot",
+                "model": name,
+                "version": version,
+                "parent": cur.version,
+                "steps": cur.online_steps,
+            },
+        )
         return served
 
-    def train_step(self, name: str, x: np.ndarray, y: np.ndarray,
-                   learning_rate: float | None, momentum: float | None) -> tuple[Served, float, float]:
+    def train_step(
+        self,
+        name: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        learning_rate: float | None,
+        momentum: float | None,
+    ) -> tuple[Served, float, float]:
         """One optimizer step on a copy; the copy is served only if it is finite."""
         with self._lock(name):
             cur = self.get(name)
             base = cur.model.optimizer
-            opt = SGD(learning_rate if learning_rate is not None else base.learning_rate,
-                      momentum if momentum is not None else base.momentum,
-                      base.nesterov, base.weight_decay, base.clip_norm)
+            opt = SGD(
+                learning_rate if learning_rate is not None else base.learning_rate,
+                momentum if momentum is not None else base.momentum,
+                base.nesterov,
+                base.weight_decay,
+                base.clip_norm,
+            )
             new = cur.model.copy()
             net = new.network
             with np.errstate(all="ignore"):
@@ -202,17 +254,33 @@ class Registry:
                 cache = net._forward(xs)
                 loss_before = net.loss.value(cache.output, cache.zs[-1], y)
                 grads = net._backward(cache, y, np.empty_like(net.params))
-                opt.step(net.params, grads.flat, new.optimizer_state,
-                         decay_mask=net.decay_mask() if opt.weight_decay else None)
+                opt.step(
+                    net.params,
+                    grads.flat,
+                    new.optimizer_state,
+                    decay_mask=net.decay_mask() if opt.weight_decay else None,
+                )
                 after = net._forward(xs)
                 loss_after = net.loss.value(after.output, after.zs[-1], y)
-            if not (np.isfinite(loss_before) and np.isfinite(loss_after) and np.isfinite(net.params).all()):
+            if not (
+                np.isfinite(loss_before)
+                and np.isfinite(loss_after)
+                and np.isfinite(net.params).all()
+            ):
                 metrics.step_refused(name)
-                raise ApiError(422, "non_finite_step", "this step would make the weights or the loss "
-                               "non-finite; the model is unchanged (lower the learning rate?)")
+                raise ApiError(
+                    422,
+                    "non_finite_step",
+                    "this step would make the weights or the loss "
+                    "non-finite; the model is unchanged (lower the learning rate?)",
+                )
             correct = int((cache.output.argmax(1) == y.argmax(1)).sum()) if new.labels else 0
-            served = replace(cur, model=new, online_steps=cur.online_steps + 1,
-                             online=cur.online.add(len(x), correct, loss_before))
+            served = replace(
+                cur,
+                model=new,
+                online_steps=cur.online_steps + 1,
+                online=cur.online.add(len(x), correct, loss_before),
+            )
             self._swap(served)
         metrics.train_step(name, served.version, loss_before, served.online)
         return served, loss_before, loss_after

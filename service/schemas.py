@@ -70,38 +70,63 @@ def parse(model: type[BaseModel], body: bytes) -> Any:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         if any(e["type"] == "json_invalid" for e in errors):
-            raise ApiError(400, "malformed_json", f"request body is not valid JSON: {errors[0]['msg']}") from None
-        details = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in errors[:10]]
+            raise ApiError(
+                400, "malformed_json", f"request body is not valid JSON: {errors[0]['msg']}"
+            ) from None
+        details = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in errors[:10]
+        ]
         first = details[0]
-        raise ApiError(422, "invalid_request", f"{first['loc'] or 'body'}: {first['msg']}", details) from None
+        raise ApiError(
+            422, "invalid_request", f"{first['loc'] or 'body'}: {first['msg']}", details
+        ) from None
 
 
-def to_matrix(rows: list[Row] | Row, field: str, n_cols: int, max_rows: int, dtype: np.dtype) -> np.ndarray:
+def to_matrix(
+    rows: list[Row] | Row, field: str, n_cols: int, max_rows: int, dtype: np.dtype
+) -> np.ndarray:
     """Rows to a (n x n_cols) array, with errors that say which field and what was expected."""
     if rows and not isinstance(rows[0], list):
         rows = [rows]  # type: ignore[list-item]
     if not rows:
         raise ApiError(422, "empty_batch", f"{field} is empty: send at least one row")
     if len(rows) > max_rows:
-        raise ApiError(422, "too_many_rows", f"{field} has {len(rows)} rows; the limit is {max_rows}")
+        raise ApiError(
+            422, "too_many_rows", f"{field} has {len(rows)} rows; the limit is {max_rows}"
+        )
     try:
         arr = np.asarray(rows, dtype=dtype)
     except ValueError:
         lengths = sorted({len(r) for r in rows})  # type: ignore[arg-type]
-        raise ApiError(422, "ragged_rows", f"{field} rows have different lengths {lengths[:5]}; "
-                                          f"every row needs {n_cols} values") from None
+        raise ApiError(
+            422,
+            "ragged_rows",
+            f"{field} rows have different lengths {lengths[:5]}; every row needs {n_cols} values",
+        ) from None
     if arr.shape[1] != n_cols:
-        raise ApiError(422, "wrong_feature_count",
-                       f"{field} rows have {arr.shape[1]} values; the model expects {n_cols}",
-                       {"expected": n_cols, "got": int(arr.shape[1])})
+        raise ApiError(
+            422,
+            "wrong_feature_count",
+            f"{field} rows have {arr.shape[1]} values; the model expects {n_cols}",
+            {"expected": n_cols, "got": int(arr.shape[1])},
+        )
     if not np.isfinite(arr).all():  # finite JSON numbers can still overflow float32
-        raise ApiError(422, "non_finite_input", f"{field} holds values out of range for {arr.dtype}")
+        raise ApiError(
+            422, "non_finite_input", f"{field} holds values out of range for {arr.dtype}"
+        )
     return arr
 
 
 def openapi() -> dict[str, Any]:
     """OpenAPI 3.1 generated from the pydantic models above."""
-    models = [PredictRequest, PredictResponse, TrainStepRequest, TrainStepResponse, LoadRequest, ErrorResponse]
+    models = [
+        PredictRequest,
+        PredictResponse,
+        TrainStepRequest,
+        TrainStepResponse,
+        LoadRequest,
+        ErrorResponse,
+    ]
     schemas: dict[str, Any] = {}
     for m in models:
         schema = m.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -111,14 +136,30 @@ def openapi() -> dict[str, Any]:
     def ref(name: str) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def op(summary: str, req: str | None, resp: str | None, auth: bool = False, params: list | None = None):
-        o: dict[str, Any] = {"summary": summary, "responses": {
-            "200": {"description": "OK", "content": {"application/json": {"schema": ref(resp)}}} if resp
-            else {"description": "OK"},
-            "4XX": {"description": "client error", "content": {"application/json": {"schema": ref("ErrorResponse")}}},
-        }}
+    def op(
+        summary: str,
+        req: str | None,
+        resp: str | None,
+        auth: bool = False,
+        params: list | None = None,
+    ):
+        o: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": ref(resp)}}}
+                if resp
+                else {"description": "OK"},
+                "4XX": {
+                    "description": "client error",
+                    "content": {"application/json": {"schema": ref("ErrorResponse")}},
+                },
+            },
+        }
         if req:
-            o["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(req)}}}
+            o["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(req)}},
+            }
         if auth:
             o["security"] = [{"bearer": []}]
         if params:
@@ -126,25 +167,67 @@ def openapi() -> dict[str, Any]:
         return o
 
     name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    ver_p = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    ver_p = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "bpserve", "version": "1"},
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "paths": {
-            "/predict": {"post": op("Predict with the default or named model", "PredictRequest", "PredictResponse")},
-            "/models/{name}/predict": {"post": op("Predict", "PredictRequest", "PredictResponse", params=[name_p])},
+            "/predict": {
+                "post": op(
+                    "Predict with the default or named model", "PredictRequest", "PredictResponse"
+                )
+            },
+            "/models/{name}/predict": {
+                "post": op("Predict", "PredictRequest", "PredictResponse", params=[name_p])
+            },
             "/models/{name}/versions/{version}/predict": {
-                "post": op("Predict with one version", "PredictRequest", "PredictResponse", params=[name_p, ver_p])},
-            "/train-step": {"post": op("One online optimizer step", "TrainStepRequest", "TrainStepResponse", True)},
+                "post": op(
+                    "Predict with one version",
+                    "PredictRequest",
+                    "PredictResponse",
+                    params=[name_p, ver_p],
+                )
+            },
+            "/train-step": {
+                "post": op(
+                    "One online optimizer step", "TrainStepRequest", "TrainStepResponse", True
+                )
+            },
             "/models/{name}/train-step": {
-                "post": op("One online optimizer step", "TrainStepRequest", "TrainStepResponse", True, [name_p])},
+                "post": op(
+                    "One online optimizer step",
+                    "TrainStepRequest",
+                    "TrainStepResponse",
+                    True,
+                    [name_p],
+                )
+            },
             "/models": {"get": op("Models, versions and what is served", None, None)},
-            "/models/{name}": {"get": op("A model's manifest, public part", None, None, params=[name_p])},
-            "/models/{name}/load": {"post": op("Serve (pin) a version", "LoadRequest", None, True, [name_p])},
-            "/models/{name}/snapshot": {"post": op("Publish the online weights", None, None, True, [name_p])},
+            "/models/{name}": {
+                "get": op("A model's manifest, public part", None, None, params=[name_p])
+            },
+            "/models/{name}/load": {
+                "post": op("Serve (pin) a version", "LoadRequest", None, True, [name_p])
+            },
+            "/models/{name}/snapshot": {
+                "post": op("Publish the online weights", None, None, True, [name_p])
+            },
             "/healthz": {"get": op("Liveness", None, None)},
             "/readyz": {"get": op("Readiness: the default model is loaded", None, None)},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "OK"}}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "OK"}},
+                }
+            },
         },
     }

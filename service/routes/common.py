@@ -27,6 +27,9 @@ def body_of(request: Request) -> bytes:
     """The body, once its type is JSON (415 otherwise); size is capped by the app (413)."""
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type",
-                       f"send Content-Type: application/json (got {mimetype or 'none'!r})")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send Content-Type: application/json (got {mimetype or 'none'!r})",
+        )
     return request.get_data(cache=False)

@@ -20,7 +20,9 @@ def readyz():
     name = st.settings.default_model
     served = st.registry.all().get(name)
     if served is None:
-        return jsonify({"status": "not ready", "model": name, "load_error": st.registry.load_error(name)}), 503
+        return jsonify(
+            {"status": "not ready", "model": name, "load_error": st.registry.load_error(name)}
+        ), 503
     return jsonify({"status": "ready", "model": name, "version": served.version})
 
 

@@ -15,13 +15,15 @@ def list_models():
     out = []
     for name in sorted(set(st.registry.store.names()) | set(st.registry.all())):
         served = st.registry.all().get(name)
-        out.append({
-            "name": name,
-            "versions": st.registry.store.versions(name),
-            "served_version": served.version if served else None,
-            "online_steps": served.online_steps if served else 0,
-            "pinned": served.pinned if served else False,
-        })
+        out.append(
+            {
+                "name": name,
+                "versions": st.registry.store.versions(name),
+                "served_version": served.version if served else None,
+                "online_steps": served.online_steps if served else 0,
+                "pinned": served.pinned if served else False,
+            }
+        )
     return jsonify({"models": out})
 
 
@@ -30,22 +32,24 @@ def describe(name: str):
     st = state()
     served = st.registry.get(name)
     m = served.manifest
-    return jsonify({
-        "name": name,
-        "served_version": served.version,
-        "pinned": served.pinned,
-        "online_steps": served.online_steps,
-        "online": served.online.as_dict(),
-        "parent_version": m.parent_version,
-        "created_at": m.created_at.isoformat(),
-        "inputs": m.inputs.model_dump(),
-        "labels": m.labels,
-        "architecture": m.architecture.model_dump(),
-        "dtype": m.dtype,
-        "metrics": m.metrics,
-        "versions": st.registry.store.versions(name),
-        "load_error": st.registry.load_error(name),
-    })
+    return jsonify(
+        {
+            "name": name,
+            "served_version": served.version,
+            "pinned": served.pinned,
+            "online_steps": served.online_steps,
+            "online": served.online.as_dict(),
+            "parent_version": m.parent_version,
+            "created_at": m.created_at.isoformat(),
+            "inputs": m.inputs.model_dump(),
+            "labels": m.labels,
+            "architecture": m.architecture.model_dump(),
+            "dtype": m.dtype,
+            "metrics": m.metrics,
+            "versions": st.registry.store.versions(name),
+            "load_error": st.registry.load_error(name),
+        }
+    )
 
 
 @bp.post("/models/<name>/load")
@@ -62,5 +66,11 @@ def snapshot(name: str):
     st = state()
     before = st.registry.get(name)
     served = st.registry.snapshot(name)
-    return jsonify({"model": name, "version": served.version, "parent_version": before.version,
-                    "online_steps": before.online_steps})
+    return jsonify(
+        {
+            "model": name,
+            "version": served.version,
+            "parent_version": before.version,
+            "online_steps": before.online_steps,
+        }
+    )

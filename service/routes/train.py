@@ -22,9 +22,12 @@ def train_step(name: str | None = None):
     st = state()
     require_token()
     if st.settings.workers > 1:
-        raise ApiError(409, "online_training_single_worker",
-                       "online training runs with BPSERVE_WORKERS=1: each worker would otherwise "
-                       "learn on its own and serve different weights")
+        raise ApiError(
+            409,
+            "online_training_single_worker",
+            "online training runs with BPSERVE_WORKERS=1: each worker would otherwise "
+            "learn on its own and serve different weights",
+        )
     req = parse(TrainStepRequest, body_of(request))
     name = name or req.model or st.settings.default_model
     served = st.registry.get(name)
@@ -33,7 +36,9 @@ def train_step(name: str | None = None):
     x = to_matrix(req.inputs, "inputs", model.n_features, st.settings.max_rows, model.network.dtype)
     targets = req.targets
     if targets and isinstance(targets[0], list):
-        y = to_matrix(targets, "targets", model.network.n_outputs, st.settings.max_rows, model.network.dtype)
+        y = to_matrix(
+            targets, "targets", model.network.n_outputs, st.settings.max_rows, model.network.dtype
+        )
     else:
         if any(isinstance(t, list) for t in targets):
             raise ApiError(422, "invalid_targets", "targets must be all labels or all vectors")
@@ -43,7 +48,16 @@ def train_step(name: str | None = None):
             raise ApiError(422, "unknown_label", str(exc)) from None
     if len(y) != len(x):
         raise ApiError(422, "row_mismatch", f"{len(x)} input rows but {len(y)} targets")
-    served, before, after = st.registry.train_step(name, x, np.asarray(y), req.learning_rate, req.momentum)
+    served, before, after = st.registry.train_step(
+        name, x, np.asarray(y), req.learning_rate, req.momentum
+    )
     g.version, g.rows = served.version, len(x)
-    return jsonify(TrainStepResponse(model=name, version=served.version, step=served.online_steps,
-                                     loss_before=before, loss_after=after).model_dump())
+    return jsonify(
+        TrainStepResponse(
+            model=name,
+            version=served.version,
+            step=served.online_steps,
+            loss_before=before,
+            loss_after=after,
+        ).model_dump()
+    )

@@ -1,0 +1,114 @@
+"""A real gunicorn server on a free loopback port, and a small HTTP client for it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = ROOT / "models" / "digits" / "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_store(path: Path) -> Path:
+    """A temporary store holding a copy of the committed default model."""
+    (path / "digits").mkdir(parents=True)
+    shutil.copytree(DEFAULT_MODEL, path / "digits" / "1")
+    return path
+
+
+class Server:
+    def __init__(self, models_dir: Path, **env: Any) -> None:
+        self.models_dir = models_dir
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "BPSERVE_MODELS_DIR": str(models_dir),
+            "BPSERVE_BIND": f"127.0.0.1:{self.port}",
+            "BPSERVE_RELOAD_INTERVAL": "0.3",
+            **{f"BPSERVE_{k.upper()}": str(v) for k, v in env.items()},
+        }
+        self.proc: subprocess.Popen | None = None
+        self.log = models_dir.parent / f"server-{self.port}.log"
+
+    def start(self, ready: bool = True) -> Server:
+        self._logf = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        path = "/readyz" if ready else "/healthz"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text()}")
+            try:
+                if self.request("GET", path)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready:\n{self.log.read_text()}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        self._logf.close()
+        return code
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        hdrs = {"Content-Type": "application/json"} if (body is not None or raw is not None) else {}
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        hdrs.update(headers or {})
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+            payload = resp.read()
+        finally:
+            conn.close()
+        ctype = resp.getheader("Content-Type", "")
+        return resp.status, (json.loads(payload) if "json" in ctype else payload.decode())
+
+    def __enter__(self) -> Server:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
