@@ -1,0 +1,136 @@
+"""Throughput and latency of the service under a bounded load on loopback, side by side.
+
+Starts the real gunicorn server (default settings: 1 worker, 4 threads) on a free
+loopback port with a temporary copy of the default model, then drives each endpoint
+with wrk (Debian's package; installed with apt-get when missing and root) for a fixed
+time and connection count.  The trivial endpoint (GET /healthz, same app, same hooks,
+same server) is the stack's ceiling; every case is quoted as a ratio of it.
+
+    .venv/bin/python bench/serve_bench.py                 # 10 s per case
+    .venv/bin/python bench/serve_bench.py --seconds 3     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server import Server, make_store  # noqa: E402
+
+TOKEN = "bench-token"
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        sys.exit("wrk is missing: apt-get install wrk (needs root)")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or sys.exit("wrk did not install")
+
+
+def lua_post(path: Path, body: dict, token: str | None = None) -> Path:
+    headers = 'wrk.headers["Content-Type"] = "application/json"\n'
+    if token:
+        headers += f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n{headers}')
+    return path
+
+
+def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None) -> dict:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": round(rps, 1), "p50_ms": round(pct("50"), 3), "p99_ms": round(pct("99"), 3),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else None}
+
+
+def sequential_latency(server: Server, body: dict, n: int) -> list[float]:
+    """Client-side round-trip times, one request at a time on a kept-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    data = json.dumps(body).encode()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("POST", "/predict", body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        times.append(time.perf_counter() - t0)
+        assert resp.status == 200, resp.status
+    conn.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    rng = np.random.default_rng(0)
+    row = lambda n: rng.uniform(0, 16, size=(n, 64)).round(2).tolist()  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        store = make_store(tmp / "models")
+        server = Server(store, train_token=TOKEN, log_requests="false").start()
+        try:
+            url = f"http://127.0.0.1:{server.port}"
+            cases = [
+                ("GET /healthz (trivial)", "/healthz", 0, None),
+                ("POST /predict", "/predict", 1, lua_post(tmp / "p1.lua", {"inputs": row(1)})),
+                ("POST /predict", "/predict", 100, lua_post(tmp / "p100.lua", {"inputs": row(100)})),
+                ("POST /train-step", "/train-step", 32, lua_post(
+                    tmp / "t32.lua",
+                    {"inputs": row(32), "targets": [str(i % 10) for i in range(32)], "learning_rate": 1e-4},
+                    TOKEN)),
+            ]
+            results = []
+            for label, path, rows, script in cases:
+                r = run_wrk(wrk, url + path, args.seconds, args.connections, script)
+                results.append({"endpoint": label, "rows": rows, **r})
+            trivial = results[0]["rps"]
+            for r in results:
+                r["ratio_vs_trivial"] = round(r["rps"] / trivial, 3)
+                print(json.dumps(r), flush=True)
+            big = {"inputs": row(1000)}
+            times = sequential_latency(server, big, 50)
+            print(json.dumps({
+                "endpoint": "POST /predict, one client, sequential", "rows": 1000,
+                "body_kb": round(len(json.dumps(big)) / 1024, 1),
+                "p50_ms": round(statistics.median(times) * 1000, 2),
+                "p99_ms": round(float(np.percentile(times, 99)) * 1000, 2),
+                "rows_per_s": round(1000 / statistics.median(times)),
+            }))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
