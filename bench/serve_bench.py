@@ -68,8 +68,13 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": round(rps, 1), "p50_ms": round(pct("50"), 3), "p99_ms": round(pct("99"), 3),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else None}
+    return {
+        "rps": round(rps, 1),
+        "p50_ms": round(pct("50"), 3),
+        "p99_ms": round(pct("99"), 3),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+    }
 
 
 def sequential_latency(server: Server, body: dict, n: int) -> list[float]:
@@ -105,11 +110,26 @@ def main() -> None:
             cases = [
                 ("GET /healthz (trivial)", "/healthz", 0, None),
                 ("POST /predict", "/predict", 1, lua_post(tmp / "p1.lua", {"inputs": row(1)})),
-                ("POST /predict", "/predict", 100, lua_post(tmp / "p100.lua", {"inputs": row(100)})),
-                ("POST /train-step", "/train-step", 32, lua_post(
-                    tmp / "t32.lua",
-                    {"inputs": row(32), "targets": [str(i % 10) for i in range(32)], "learning_rate": 1e-4},
-                    TOKEN)),
+                (
+                    "POST /predict",
+                    "/predict",
+                    100,
+                    lua_post(tmp / "p100.lua", {"inputs": row(100)}),
+                ),
+                (
+                    "POST /train-step",
+                    "/train-step",
+                    32,
+                    lua_post(
+                        tmp / "t32.lua",
+                        {
+                            "inputs": row(32),
+                            "targets": [str(i % 10) for i in range(32)],
+                            "learning_rate": 1e-4,
+                        },
+                        TOKEN,
+                    ),
+                ),
             ]
             results = []
             for label, path, rows, script in cases:
@@ -121,13 +141,18 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
             big = {"inputs": row(1000)}
             times = sequential_latency(server, big, 50)
-            print(json.dumps({
-                "endpoint": "POST /predict, one client, sequential", "rows": 1000,
-                "body_kb": round(len(json.dumps(big)) / 1024, 1),
-                "p50_ms": round(statistics.median(times) * 1000, 2),
-                "p99_ms": round(float(np.percentile(times, 99)) * 1000, 2),
-                "rows_per_s": round(1000 / statistics.median(times)),
-            }))
+            print(
+                json.dumps(
+                    {
+                        "endpoint": "POST /predict, one client, sequential",
+                        "rows": 1000,
+                        "body_kb": round(len(json.dumps(big)) / 1024, 1),
+                        "p50_ms": round(statistics.median(times) * 1000, 2),
+                        "p99_ms": round(float(np.percentile(times, 99)) * 1000, 2),
+                        "rows_per_s": round(1000 / statistics.median(times)),
+                    }
+                )
+            )
         finally:
             server.stop()
 
