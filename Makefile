@@ -25,6 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Build the image with podman and run it for real (needs root; see tests/container/run.sh).
+container-test:
+	bash tests/container/run.sh
+
 # Training speed against PyTorch on the CPU (installs the pinned CPU wheel).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
