@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # 413 before reading the body
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    registry = Registry(ModelStore(settings.models_dir), settings.reload_interval)
+    registry = Registry(
+        ModelStore(settings.models_dir), settings.reload_interval, settings.snapshot_every
+    )
     registry.refresh()
     if settings.default_model not in registry.all():
         log.error(

@@ -1,16 +1,23 @@
-"""The models being served: one immutable snapshot per model, swapped by reference.
+"""The models being served, derived from the store and each model's training journal.
 
-A prediction takes the current ``Served`` once and uses only it, so it always sees one
-whole, consistent set of weights.  A train-step copies the snapshot's model, steps the
-copy and swaps the reference: predictions never wait for it and never see it half
-done.  Train-steps of one model are serialised by a lock.  A background thread polls
-the store and hot-reloads newer versions (verified before the old one is let go).
+A prediction takes the current ``Served`` snapshot once and uses only it, so it always
+sees one whole, consistent set of weights; before that, one ``stat`` of the journal
+tells whether another worker has appended since, and if so the new records are
+replayed first.  So every worker serves every step acknowledged before the request
+arrived (the staleness bound is zero for acknowledged steps).
+
+Everything that changes what is served goes through the journal under its file lock:
+a train-step appends a ``step``; hot reload, pin/rollback and snapshot write a new
+``base`` (which compacts the journal).  The worker that writes applies the record in
+memory itself; the others replay it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,8 +26,9 @@ import numpy as np
 
 from service import metrics
 from service.errors import ApiError
+from training.journal import FileJournal, Position, Record
 from training.model import Model
-from training.optimizers import SGD
+from training.online import NonFiniteStep, apply_step
 from training.store import Manifest, ModelStore, StoreError
 
 log = logging.getLogger("bpserve")
@@ -54,25 +62,71 @@ class Served:
     online_steps: int = 0
     pinned: bool = False
     online: OnlineStats = field(default_factory=OnlineStats)
+    segment: str = ""  # id of the journal segment (the base record) this state follows
+    position: Position | None = None  # journal position after the last applied record
+
+    def weights_digest(self) -> str:
+        """sha256 of the weights and optimizer state: equal across workers that agree."""
+        h = hashlib.sha256(self.model.network.params.tobytes())
+        h.update(self.model.optimizer_state["velocity"].tobytes())
+        return h.hexdigest()
 
 
 class Registry:
     def __init__(
-        self, store: ModelStore, reload_interval: float = 2.0, max_cached_versions: int = 4
+        self,
+        store: ModelStore,
+        reload_interval: float = 2.0,
+        snapshot_every: int = 0,
+        max_cached_versions: int = 4,
     ) -> None:
         self.store = store
         self.reload_interval = reload_interval
+        self.snapshot_every = snapshot_every
         self._served: dict[str, Served] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._errors: dict[str, dict[str, Any]] = {}  # name -> last failed load
+        self._journals: dict[str, FileJournal] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._errors: dict[str, dict[str, Any]] = {}
         self._failed: set[tuple[str, int]] = set()
         self._cache: OrderedDict[tuple[str, int], tuple[Model, Manifest]] = OrderedDict()
         self._max_cached = max_cached_versions
         self._guard = threading.Lock()
         self._stop = threading.Event()
 
-    # -- reading ------------------------------------------------------------------------
+    # -- plumbing ----------
+    def _lock(self, name: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.RLock())
+
+    def journal(self, name: str) -> FileJournal:
+        j = self._journals.get(name)
+        if j is None:
+            j = self._journals.setdefault(name, FileJournal(self.store.model_dir(name)))
+        return j
+
+    def _cached_load(self, name: str, version: int) -> tuple[Model, Manifest]:
+        key = (name, version)
+        with self._guard:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        loaded = self.store.load(name, version)
+        with self._guard:
+            self._cache[key] = loaded
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+        return loaded
+
+    def _swap(self, served: Served) -> None:
+        previous = self._served.get(served.name)
+        self._served[served.name] = served
+        if previous is None or previous.version != served.version:
+            metrics.served_version(served.name, served.version)
+
+    # -- reading ----------
     def get(self, name: str) -> Served:
+        """The current snapshot, caught up with the journal (one stat when nothing changed)."""
         served = self._served.get(name)
         if served is None:
             raise ApiError(
@@ -81,25 +135,19 @@ class Registry:
                 f"no model named {name!r} is served",
                 {"served": sorted(self._served)},
             )
+        if self.journal(name).position() != served.position:
+            served = self._catch_up(name)
         return served
 
     def version(self, name: str, version: int) -> tuple[Model, int]:
-        """A specific version for prediction: the served one, or a verified read-only load."""
+        """A specific stored version, for prediction (the served one when it is that)."""
         served = self.get(name)
         if served.version == version and served.online_steps == 0:
             return served.model, version
-        key = (name, version)
-        with self._guard:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit[0], version
-        model, manifest = self._load(name, version)
-        with self._guard:
-            self._cache[key] = (model, manifest)
-            while len(self._cache) > self._max_cached:
-                self._cache.popitem(last=False)
-        return model, version
+        try:
+            return self._cached_load(name, version)[0], version
+        except StoreError as exc:
+            raise self._store_error(name, version, exc) from None
 
     def all(self) -> dict[str, Served]:
         return dict(self._served)
@@ -107,115 +155,215 @@ class Registry:
     def load_error(self, name: str) -> dict[str, Any] | None:
         return self._errors.get(name)
 
-    def _lock(self, name: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(name, threading.Lock())
+    @staticmethod
+    def _store_error(name: str, version: int | None, exc: StoreError) -> ApiError:
+        if "no such version" in exc.problem or "no versions" in exc.problem:
+            return ApiError(404, "unknown_version", f"model {name!r} has no version {version}")
+        if "invalid" in exc.problem:
+            return ApiError(422, "invalid_name", exc.problem)
+        return ApiError(
+            409,
+            "version_unloadable",
+            f"version {version} of {name!r} failed to load",
+            {"problem": exc.problem},
+        )
 
-    def _load(self, name: str, version: int | None) -> tuple[Model, Manifest]:
-        try:
-            return self.store.load(name, version)
-        except StoreError as exc:
-            if "no such version" in exc.problem or "no versions" in exc.problem:
+    # -- following the journal ----------
+    def _catch_up(self, name: str) -> Served:
+        """Apply the journal records this worker has not applied yet."""
+        with self._lock(name):
+            served = self._served.get(name)
+            since = served.position if served is not None else None
+            try:
+                return self._apply_journal(name, served, since)
+            except StoreError as exc:
                 raise ApiError(
-                    404, "unknown_version", f"model {name!r} has no version {version}"
+                    503, "model_unavailable", f"model {name!r} cannot be served: {exc}"
                 ) from None
-            if "invalid" in exc.problem:
-                raise ApiError(422, "invalid_name", exc.problem) from None
-            raise ApiError(
-                409,
-                "version_unloadable",
-                f"version {version} of {name!r} failed to load",
-                {"problem": exc.problem},
-            ) from None
 
-    # -- changing what is served -----------------------------------------------------------
-    def _swap(self, served: Served) -> None:
-        self._served[served.name] = served
-        metrics.served_version(served.name, served.version)
+    def _apply_journal(self, name: str, served: Served | None, since: Position | None) -> Served:
+        records, end = self.journal(name).read(since)
+        if (
+            served is not None
+            and since is not None
+            and end is not None
+            and since.ident != end.ident
+        ):
+            served = None  # the journal was compacted: it starts with a base record
+        for pos, record in records:
+            if record.kind == "base":
+                served = self._from_base(name, record, pos)
+            elif served is None or record.meta.get("segment") != served.segment:
+                # A step of a segment we do not hold (a compaction we missed): re-read.
+                return self._replay_from_start(name)
+            else:
+                served = self._replay_step(served, record, pos)
+        if served is None:
+            raise ApiError(503, "model_unavailable", f"model {name!r} has no usable journal base")
+        if end is not None and served.position != end:
+            served = replace(served, position=end)
+        self._swap(served)
+        return served
 
+    def _replay_from_start(self, name: str) -> Served:
+        self._served.pop(name, None)
+        return self._catch_up(name)
+
+    def _from_base(self, name: str, record: Record, pos: Position) -> Served:
+        version = int(record.meta["version"])
+        model, manifest = self._cached_load(name, version)
+        return Served(
+            name,
+            version,
+            model,
+            manifest,
+            pinned=bool(record.meta.get("pinned")),
+            segment=record.meta["segment"],
+            position=pos,
+        )
+
+    @staticmethod
+    def _replay_step(served: Served, record: Record, pos: Position) -> Served:
+        m = record.meta
+        result = apply_step(served.model, record.x, record.y, m["learning_rate"], m["momentum"])
+        return replace(
+            served,
+            model=result.model,
+            online_steps=served.online_steps + 1,
+            position=pos,
+            online=served.online.add(len(record.x), result.correct, result.loss_before),
+        )
+
+    def _write_base(self, name: str, version: int, pinned: bool) -> Served:
+        """Compact the journal to a new base (lock held) and serve it here at once."""
+        record = Record(
+            "base", {"version": version, "pinned": pinned, "segment": uuid.uuid4().hex[:16]}
+        )
+        pos = self.journal(name).rebase(record)
+        served = self._from_base(name, record, pos)
+        self._swap(served)
+        return served
+
+    # -- changing what is served ----------
     def refresh(self) -> None:
-        """Serve the newest loadable version of every unpinned model in the store."""
+        """Start serving new models; move unpinned ones to a newer stored version."""
         try:
             names = self.store.names()
         except (OSError, StoreError) as exc:
             log.warning("cannot list the model store: %s", exc)
             return
         for name in names:
-            current = self._served.get(name)
-            if current is not None and current.pinned:
-                continue
             try:
-                latest = self.store.latest(name)
-            except (OSError, StoreError):
-                continue
-            if (
-                latest is None
-                or (current and current.version >= latest)
-                or (name, latest) in self._failed
-            ):
-                continue
-            with self._lock(name):
-                current = self._served.get(name)
-                if current is not None and (current.pinned or current.version >= latest):
-                    continue
-                try:
-                    model, manifest = self.store.load(name, latest)
-                except StoreError as exc:
-                    self._failed.add((name, latest))
-                    self._errors[name] = {"version": latest, "problem": str(exc)}
-                    metrics.load_failed(name, latest)
-                    log.error(
-                        "model load failed",
-                        extra={
-                            "event": "load_failed",
-                            "model": name,
-                            "version": latest,
-                            "problem": str(exc),
-                        },
-                    )
-                    continue
-                self._swap(Served(name, latest, model, manifest))
-                self._errors.pop(name, None)
-                metrics.loaded(name, latest)
-                dropped = current.online_steps if current else 0
-                log.info(
-                    "model loaded",
-                    extra={
-                        "event": "loaded",
-                        "model": name,
-                        "version": latest,
-                        "previous": current.version if current else None,
-                        "discarded_online_steps": dropped,
-                    },
+                if name not in self._served:
+                    self._start(name)
+                else:
+                    self.get(name)
+                self._maybe_reload(name)
+            except (StoreError, ApiError) as exc:
+                self._errors[name] = {"version": None, "problem": str(exc)}
+                log.error(
+                    "model unavailable",
+                    extra={"event": "unavailable", "model": name, "problem": str(exc)},
                 )
+
+    def _start(self, name: str) -> None:
+        with self._lock(name), self.journal(name).locked():
+            if self.journal(name).position() is None:
+                latest = self._newest_loadable(name)
+                if latest is None:
+                    return
+                self._write_base(name, latest, pinned=False)
+                metrics.loaded(name, latest)
+                log.info(
+                    "model loaded", extra={"event": "loaded", "model": name, "version": latest}
+                )
+            self._catch_up(name)
+
+    def _newest_loadable(self, name: str) -> int | None:
+        for version in reversed(self.store.versions(name)):
+            if self._try_load(name, version):
+                return version
+        return None
+
+    def _try_load(self, name: str, version: int) -> bool:
+        """Load and verify a version before anything depends on it; remember failures."""
+        if (name, version) in self._failed:
+            return False
+        try:
+            self._cached_load(name, version)
+            return True
+        except StoreError as exc:
+            self._failed.add((name, version))
+            self._errors[name] = {"version": version, "problem": str(exc)}
+            metrics.load_failed(name, version)
+            log.error(
+                "model load failed",
+                extra={
+                    "event": "load_failed",
+                    "model": name,
+                    "version": version,
+                    "problem": str(exc),
+                },
+            )
+            return False
+
+    def _maybe_reload(self, name: str) -> None:
+        current = self._served.get(name)
+        latest = self.store.latest(name)
+        if current is None or current.pinned or latest is None or latest <= current.version:
+            return
+        if not self._try_load(name, latest):  # verified before the old one is let go
+            return
+        with self._lock(name), self.journal(name).locked():
+            current = self._catch_up(name)
+            if current.pinned or latest <= current.version:
+                return
+            self._write_base(name, latest, pinned=False)
+        self._errors.pop(name, None)
+        metrics.loaded(name, latest)
+        log.info(
+            "model loaded",
+            extra={
+                "event": "loaded",
+                "model": name,
+                "version": latest,
+                "previous": current.version,
+                "discarded_online_steps": current.online_steps,
+            },
+        )
 
     def pin(self, name: str, version: int) -> Served:
         """Serve ``version`` and stop following newer ones (rollback or pin)."""
         self.get(name)
-        with self._lock(name):
-            model, manifest = self._load(name, version)
-            served = Served(name, version, model, manifest, pinned=True)
-            self._swap(served)
+        try:
+            self._cached_load(name, version)
+        except StoreError as exc:
+            raise self._store_error(name, version, exc) from None
+        with self._lock(name), self.journal(name).locked():
+            self._catch_up(name)
+            served = self._write_base(name, version, pinned=True)
         metrics.loaded(name, version)
         log.info("model pinned", extra={"event": "pinned", "model": name, "version": version})
         return served
 
-    def snapshot(self, name: str) -> Served:
+    def snapshot(self, name: str) -> tuple[Served, Served]:
         """Publish the online-trained weights and optimizer state as a new version."""
-        with self._lock(name):
-            cur = self.get(name)
-            version = self.store.save(
-                name,
-                cur.model,
-                parent_version=cur.version,
-                online_steps=cur.online_steps,
-                training={"source": "online", "parent": cur.version, "steps": cur.online_steps},
-                data_fingerprint=None,
-                metrics={f"online_{k}": v for k, v in cur.online.as_dict().items()},
-            )
-            model, manifest = self.store.load(name, version)
-            served = Served(name, version, model, manifest, pinned=cur.pinned)
-            self._swap(served)
+        with self._lock(name), self.journal(name).locked():
+            return self._snapshot_locked(name)
+
+    def _snapshot_locked(self, name: str) -> tuple[Served, Served]:
+        cur = self._catch_up(name)
+        version = self.store.save(
+            name,
+            cur.model,
+            parent_version=cur.version,
+            online_steps=cur.online_steps,
+            training={"source": "online", "parent": cur.version, "steps": cur.online_steps},
+            metrics={f"online_{k}": v for k, v in cur.online.as_dict().items()},
+        )
+        # The version is durable (published and fsynced) before the journal lets go of
+        # the steps that made it.
+        served = self._write_base(name, version, pinned=cur.pinned)
         log.info(
             "snapshot published",
             extra={
@@ -226,7 +374,7 @@ class Registry:
                 "steps": cur.online_steps,
             },
         )
-        return served
+        return cur, served
 
     def train_step(
         self,
@@ -236,59 +384,52 @@ class Registry:
         learning_rate: float | None,
         momentum: float | None,
     ) -> tuple[Served, float, float]:
-        """One optimizer step on a copy; the copy is served only if it is finite."""
-        with self._lock(name):
-            cur = self.get(name)
-            base = cur.model.optimizer
-            opt = SGD(
-                learning_rate if learning_rate is not None else base.learning_rate,
-                momentum if momentum is not None else base.momentum,
-                base.nesterov,
-                base.weight_decay,
-                base.clip_norm,
-            )
-            new = cur.model.copy()
-            net = new.network
-            with np.errstate(all="ignore"):
-                xs = new.prepare(x)
-                cache = net._forward(xs)
-                loss_before = net.loss.value(cache.output, cache.zs[-1], y)
-                grads = net._backward(cache, y, np.empty_like(net.params))
-                opt.step(
-                    net.params,
-                    grads.flat,
-                    new.optimizer_state,
-                    decay_mask=net.decay_mask() if opt.weight_decay else None,
-                )
-                after = net._forward(xs)
-                loss_after = net.loss.value(after.output, after.zs[-1], y)
-            if not (
-                np.isfinite(loss_before)
-                and np.isfinite(loss_after)
-                and np.isfinite(net.params).all()
-            ):
+        """Catch up, compute, append and fsync, serve: one writer at a time, across workers."""
+        with self._lock(name), self.journal(name).locked():
+            cur = self._catch_up(name)
+            opt = cur.model.optimizer
+            lr = learning_rate if learning_rate is not None else opt.learning_rate
+            mu = momentum if momentum is not None else opt.momentum
+            try:
+                result = apply_step(cur.model, x, y, lr, mu)
+            except NonFiniteStep as exc:
                 metrics.step_refused(name)
                 raise ApiError(
                     422,
                     "non_finite_step",
-                    "this step would make the weights or the loss "
-                    "non-finite; the model is unchanged (lower the learning rate?)",
+                    f"{exc}; the model is unchanged (lower the learning rate?)",
+                ) from None
+            step = cur.online_steps + 1
+            pos = self.journal(name).append(
+                Record(
+                    "step",
+                    {
+                        "segment": cur.segment,
+                        "base_version": cur.version,
+                        "step": step,
+                        "learning_rate": lr,
+                        "momentum": mu,
+                    },
+                    x,
+                    y,
                 )
-            correct = int((cache.output.argmax(1) == y.argmax(1)).sum()) if new.labels else 0
+            )
             served = replace(
                 cur,
-                model=new,
-                online_steps=cur.online_steps + 1,
-                online=cur.online.add(len(x), correct, loss_before),
+                model=result.model,
+                online_steps=step,
+                position=pos,
+                online=cur.online.add(len(x), result.correct, result.loss_before),
             )
             self._swap(served)
-        metrics.train_step(name, served.version, loss_before, served.online)
-        return served, loss_before, loss_after
+            if self.snapshot_every and step >= self.snapshot_every:
+                self._snapshot_locked(name)
+        metrics.train_step(name, served.version, result.loss_before, served.online)
+        return served, result.loss_before, result.loss_after
 
-    # -- hot reload --------------------------------------------------------------------------
+    # -- the watcher ----------
     def start_watching(self) -> None:
-        t = threading.Thread(target=self._watch, name="bpserve-reload", daemon=True)
-        t.start()
+        threading.Thread(target=self._watch, name="bpserve-reload", daemon=True).start()
 
     def _watch(self) -> None:
         while not self._stop.wait(self.reload_interval):

@@ -17,15 +17,16 @@ class Settings(BaseSettings):
     train_token_file: Path | None = None  # a mounted secret; read once at start
     predict_token: SecretStr | None = None
     bind: str = "127.0.0.1:8000"
-    # One worker by default: online training keeps its state in the worker's memory
-    # until the journal replicates it; see README "Online training and workers".
-    workers: int = Field(default=1, ge=1)
+    # Every worker follows the training journal, so any number of workers agree.
+    workers: int = Field(default=2, ge=1)
     threads: int = Field(default=4, ge=1)
     timeout: int = Field(default=30, ge=1)
     graceful_timeout: int = Field(default=20, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_rows: int = Field(default=10_000, ge=1)
     reload_interval: float = Field(default=2.0, gt=0)
+    # online steps between automatic snapshots (a new version, a compacted journal); 0: off
+    snapshot_every: int = Field(default=1000, ge=0)
     blas_threads: int = Field(default=1, ge=1)
     log_requests: bool = True
 

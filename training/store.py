@@ -146,14 +146,14 @@ class ModelStore:
         self.root = Path(root)
 
     # -- paths, checked ----------------------------------------------------------------
-    def _model_dir(self, name: str) -> Path:
+    def model_dir(self, name: str) -> Path:
         path = self.root / check_name(name)
         if path.is_symlink():
             raise StoreError(path, "model folder is a symlink; refusing to follow it")
         return path
 
     def version_dir(self, name: str, version: int) -> Path:
-        path = self._model_dir(name) / str(check_version(version))
+        path = self.model_dir(name) / str(check_version(version))
         if path.is_symlink():
             raise StoreError(path, "version folder is a symlink; refusing to follow it")
         return path
@@ -170,7 +170,7 @@ class ModelStore:
 
     def versions(self, name: str) -> list[int]:
         """Complete versions, oldest first (a folder counts once its manifest is in place)."""
-        d = self._model_dir(name)
+        d = self.model_dir(name)
         if not d.is_dir():
             return []
         return sorted(
@@ -197,7 +197,7 @@ class ModelStore:
         extra_files: dict[str, bytes] | None = None,
     ) -> int:
         """Publish ``model`` as the next version of ``name`` and return its number."""
-        model_dir = self._model_dir(name)
+        model_dir = self.model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = model_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -278,7 +278,7 @@ class ModelStore:
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
         """An exclusive lock per model, across processes (flock on a lock file)."""
-        fd = os.open(self._model_dir(name) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.model_dir(name) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -332,7 +332,7 @@ class ModelStore:
         if version is None:
             version = self.latest(name)
             if version is None:
-                raise StoreError(self._model_dir(name), "no versions of this model")
+                raise StoreError(self.model_dir(name), "no versions of this model")
         manifest = self.read_manifest(name, version)
         vdir = self.version_dir(name, version)
         for fname in (WEIGHTS, OPTIMIZER):
@@ -410,7 +410,7 @@ class ModelStore:
 
     # -- pins and retention --------------------------------------------------------------
     def pinned(self, name: str) -> set[int]:
-        path = self._model_dir(name) / PINS
+        path = self.model_dir(name) / PINS
         try:
             return {int(v) for v in json.loads(path.read_text())}
         except FileNotFoundError:
@@ -424,7 +424,7 @@ class ModelStore:
         with self._lock(name):
             pins = self.pinned(name)
             pins = pins | {version} if pinned else pins - {version}
-            path = self._model_dir(name) / PINS
+            path = self.model_dir(name) / PINS
             tmp = path.with_name(f".{PINS}.{os.getpid()}")
             tmp.write_text(json.dumps(sorted(pins)))
             _fsync_path(tmp)
@@ -448,5 +448,5 @@ class ModelStore:
                 os.rename(vdir, trash)  # vanish atomically, then delete at leisure
                 shutil.rmtree(trash)
             if doomed:
-                _fsync_path(self._model_dir(name))
+                _fsync_path(self.model_dir(name))
         return doomed

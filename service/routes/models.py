@@ -39,6 +39,7 @@ def describe(name: str):
             "pinned": served.pinned,
             "online_steps": served.online_steps,
             "online": served.online.as_dict(),
+            "weights_sha256": served.weights_digest(),
             "parent_version": m.parent_version,
             "created_at": m.created_at.isoformat(),
             "inputs": m.inputs.model_dump(),
@@ -63,9 +64,7 @@ def load(name: str):
 @bp.post("/models/<name>/snapshot")
 def snapshot(name: str):
     require_token()
-    st = state()
-    before = st.registry.get(name)
-    served = st.registry.snapshot(name)
+    before, served = state().registry.snapshot(name)
     return jsonify(
         {
             "model": name,

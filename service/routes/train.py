@@ -21,13 +21,6 @@ def require_token() -> None:
 def train_step(name: str | None = None):
     st = state()
     require_token()
-    if st.settings.workers > 1:
-        raise ApiError(
-            409,
-            "online_training_single_worker",
-            "online training runs with BPSERVE_WORKERS=1: each worker would otherwise "
-            "learn on its own and serve different weights",
-        )
     req = parse(TrainStepRequest, body_of(request))
     name = name or req.model or st.settings.default_model
     served = st.registry.get(name)

@@ -1,0 +1,225 @@
+"""The online-training journal: the ordered, durable record of what a served model is.
+
+Every worker of every server process derives its online weights from this log alone,
+so an acknowledged train-step survives a crash and all workers serve the same weights.
+A journal holds two kinds of record:
+
+- ``base``: serve stored version V (pinned or not) with no online steps on top;
+- ``step``: one optimizer step: raw inputs, targets and hyperparameters.
+
+Writers hold an exclusive file lock around "catch up, compute, append, fsync".  A new
+``base`` record replaces the whole file (write aside, fsync, rename): that is the
+compaction, and it happens only once the version it names is durable in the store.
+Readers need no lock: they read whole records from the offset they reached and stop at
+an incomplete one.  Each record is framed as magic, length, CRC32, payload; a torn or
+corrupt tail (a crash mid-append) is detected by its frame and truncated by the next
+writer, keeping every record before it.
+
+``Journal`` is the interface; ``FileJournal`` is its first implementation.  A log in a
+distributed engine (docs/scaling.md) would implement the same four methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger("bpserve")
+
+MAGIC = b"BPJ1"
+FRAME = struct.Struct("<4sII")  # magic, payload length, crc32 of payload
+JSON_LEN = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str  # "base" or "step"
+    meta: dict[str, Any]
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a reader stands: which file (inode) and how far into it."""
+
+    ident: int
+    offset: int
+
+
+def encode(record: Record) -> bytes:
+    meta = {"kind": record.kind, **record.meta}
+    blobs = b""
+    if record.x is not None and record.y is not None:
+        meta["x"] = {"dtype": str(record.x.dtype), "shape": list(record.x.shape)}
+        meta["y"] = {"dtype": str(record.y.dtype), "shape": list(record.y.shape)}
+        blobs = np.ascontiguousarray(record.x).tobytes() + np.ascontiguousarray(record.y).tobytes()
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    payload = JSON_LEN.pack(len(head)) + head + blobs
+    return FRAME.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> Record:
+    (n,) = JSON_LEN.unpack_from(payload)
+    meta = json.loads(payload[JSON_LEN.size : JSON_LEN.size + n])
+    kind = meta.pop("kind")
+    x = y = None
+    if "x" in meta:
+        at = JSON_LEN.size + n
+        arrays = []
+        for key in ("x", "y"):
+            spec = meta.pop(key)
+            dtype = np.dtype(spec["dtype"])
+            count = int(np.prod(spec["shape"]))
+            arrays.append(
+                np.frombuffer(payload, dtype=dtype, count=count, offset=at).reshape(spec["shape"])
+            )
+            at += count * dtype.itemsize
+        x, y = arrays
+    return Record(kind, meta, x, y)
+
+
+def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, Record]], int, str | None]:
+    """Whole, valid records from ``start``; returns them with their end offsets, the
+    offset after the last good one, and why scanning stopped early (None at the end)."""
+    out: list[tuple[int, Record]] = []
+    at = start
+    while at < len(data):
+        if len(data) - at < FRAME.size:
+            return out, at, "incomplete frame"
+        magic, length, crc = FRAME.unpack_from(data, at)
+        if magic != MAGIC:
+            return out, at, "bad magic"
+        end = at + FRAME.size + length
+        if end > len(data):
+            return out, at, "incomplete record"
+        payload = data[at + FRAME.size : end]
+        if zlib.crc32(payload) != crc:
+            return out, at, "checksum mismatch"
+        try:
+            record = decode_payload(payload)
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            return out, at, f"undecodable record ({exc})"
+        out.append((end, record))
+        at = end
+    return out, at, None
+
+
+class Journal(Protocol):
+    def position(self) -> Position | None: ...
+
+    def read(
+        self, since: Position | None
+    ) -> tuple[list[tuple[Position, Record]], Position | None]: ...
+
+    def locked(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def append(self, record: Record) -> Position: ...
+
+    def rebase(self, record: Record) -> Position: ...
+
+
+class FileJournal:
+    """One append-only file per model: ``<store>/<name>/journal.log``."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.path = model_dir / "journal.log"
+        self.lock_path = model_dir / ".journal.lock"
+
+    def position(self) -> Position | None:
+        """The end of the journal as it stands (one stat): cheap enough per request."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return Position(st.st_ino, st.st_size)
+
+    def read(self, since: Position | None) -> tuple[list[tuple[Position, Record]], Position | None]:
+        """Records after ``since`` (from the start if the file was replaced).
+
+        Returns the records with the position after each, and the position of the last
+        whole record.  An incomplete or corrupt tail is left alone: it may be an append
+        in progress; only a writer holding the lock repairs it.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                ident = os.fstat(f.fileno()).st_ino
+                start = since.offset if since is not None and since.ident == ident else 0
+                f.seek(start)
+                data = f.read()
+        except FileNotFoundError:
+            return [], None
+        records, end, _ = scan(data)
+        return [(Position(ident, start + e), r) for e, r in records], Position(ident, start + end)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The writers' lock, across processes; on taking it, repair a torn tail."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._repair()
+            yield
+        finally:
+            os.close(fd)
+
+    def _repair(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        _, end, problem = scan(data)
+        if problem is not None:
+            log.warning(
+                "journal tail truncated",
+                extra={
+                    "event": "journal_truncated",
+                    "path": str(self.path),
+                    "problem": problem,
+                    "kept_bytes": end,
+                    "dropped_bytes": len(data) - end,
+                },
+            )
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+
+    def append(self, record: Record) -> Position:
+        """Append and fsync; call with the lock held.  Returns the new end."""
+        blob = encode(record)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, blob)
+            os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return Position(st.st_ino, st.st_size)
+
+    def rebase(self, record: Record) -> Position:
+        """Replace the journal by one ``base`` record (the compaction); lock held."""
+        tmp = self.path.with_name(f".journal.{os.getpid()}.tmp")
+        blob = encode(record)
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        st = os.stat(self.path)
+        return Position(st.st_ino, st.st_size)
