@@ -194,8 +194,21 @@ class Registry:
             if record.kind == "base":
                 served = self._from_base(name, record, pos)
             elif served is None or record.meta.get("segment") != served.segment:
-                # A step of a segment we do not hold (a compaction we missed): re-read.
-                return self._replay_from_start(name)
+                if since is not None:
+                    # A step of a segment we do not hold (we missed a compaction and
+                    # the inode number was reused): read the file from its base.
+                    return self._replay_from_start(name)
+                # Read from the file's own base and still foreign: never apply it.
+                log.error(
+                    "journal record skipped",
+                    extra={
+                        "event": "journal_foreign_step",
+                        "model": name,
+                        "segment": record.meta.get("segment"),
+                    },
+                )
+                if served is not None:
+                    served = replace(served, position=pos)
             else:
                 served = self._replay_step(served, record, pos)
         if served is None:
@@ -348,6 +361,7 @@ class Registry:
 
     def snapshot(self, name: str) -> tuple[Served, Served]:
         """Publish the online-trained weights and optimizer state as a new version."""
+        self.get(name)  # 404 for a model that is not served, before touching its folder
         with self._lock(name), self.journal(name).locked():
             return self._snapshot_locked(name)
 
@@ -385,6 +399,7 @@ class Registry:
         momentum: float | None,
     ) -> tuple[Served, float, float]:
         """Catch up, compute, append and fsync, serve: one writer at a time, across workers."""
+        self.get(name)
         with self._lock(name), self.journal(name).locked():
             cur = self._catch_up(name)
             opt = cur.model.optimizer

@@ -21,7 +21,78 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# A real row of the default digits model, so that clients and fuzzers reach the model.
+_EXAMPLE_ROW = [
+    0,
+    0,
+    5,
+    13,
+    9,
+    1,
+    0,
+    0,
+    0,
+    0,
+    13,
+    15,
+    10,
+    15,
+    5,
+    0,
+    0,
+    3,
+    15,
+    2,
+    0,
+    11,
+    8,
+    0,
+    0,
+    4,
+    12,
+    0,
+    0,
+    8,
+    8,
+    0,
+    0,
+    5,
+    8,
+    0,
+    0,
+    9,
+    8,
+    0,
+    0,
+    4,
+    11,
+    0,
+    1,
+    12,
+    7,
+    0,
+    0,
+    2,
+    14,
+    5,
+    10,
+    12,
+    0,
+    0,
+    0,
+    0,
+    6,
+    13,
+    10,
+    0,
+    0,
+    0,
+]
+
+
 class PredictRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [_EXAMPLE_ROW]}]})
+
     inputs: list[Row] | Row = Field(description="feature rows, or one row as a flat list")
     model: str | None = None
     version: int | None = Field(default=None, ge=1)
@@ -35,6 +106,12 @@ class PredictResponse(BaseModel):
 
 
 class TrainStepRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"inputs": [_EXAMPLE_ROW], "targets": ["0"], "learning_rate": 0.001}]
+        }
+    )
+
     inputs: list[Row] | Row
     targets: list[str | int] | list[Row] = Field(description="class labels or target vectors")
     model: str | None = None
@@ -166,12 +243,19 @@ def openapi() -> dict[str, Any]:
             o["parameters"] = params
         return o
 
-    name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    name_p = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "example": "digits",
+    }
     ver_p = {
         "name": "version",
         "in": "path",
         "required": True,
         "schema": {"type": "integer", "minimum": 1},
+        "example": 1,
     }
     return {
         "openapi": "3.1.0",

@@ -54,6 +54,8 @@ class Server:
             env=self.env,
             stdout=self._logf,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so kill() takes the workers too
         )
         deadline = time.monotonic() + 30
         path = "/readyz" if ready else "/healthz"
@@ -81,6 +83,15 @@ class Server:
         self.proc = None
         self._logf.close()
         return code
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker at once: a crash, nothing flushed."""
+        if self.proc is None:
+            return
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        self._logf.close()
 
     def request(
         self,

@@ -136,6 +136,9 @@ class FileJournal:
     def __init__(self, model_dir: Path) -> None:
         self.path = model_dir / "journal.log"
         self.lock_path = model_dir / ".journal.lock"
+        # Everything before this position was read whole and valid under the lock, so
+        # taking the lock checks only what others appended since (not the whole file).
+        self._verified: Position | None = None
 
     def position(self) -> Position | None:
         """The end of the journal as it stands (one stat): cheap enough per request."""
@@ -176,24 +179,37 @@ class FileJournal:
 
     def _repair(self) -> None:
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                ident = os.fstat(f.fileno()).st_ino
+                known = self._verified
+                start = known.offset if known is not None and known.ident == ident else 0
+                size = os.fstat(f.fileno()).st_size
+                if start > size:  # a replaced file that reused the inode number
+                    start = 0
+                if start == size:
+                    return
+                f.seek(start)
+                data = f.read()
         except FileNotFoundError:
             return
-        _, end, problem = scan(data)
-        if problem is not None:
-            log.warning(
-                "journal tail truncated",
-                extra={
-                    "event": "journal_truncated",
-                    "path": str(self.path),
-                    "problem": problem,
-                    "kept_bytes": end,
-                    "dropped_bytes": len(data) - end,
-                },
-            )
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-                os.fsync(f.fileno())
+        _, rel_end, problem = scan(data)
+        end = start + rel_end
+        self._verified = Position(ident, end)
+        if problem is None:
+            return
+        log.warning(
+            "journal tail truncated",
+            extra={
+                "event": "journal_truncated",
+                "path": str(self.path),
+                "problem": problem,
+                "kept_bytes": end,
+                "dropped_bytes": size - end,
+            },
+        )
+        with open(self.path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
 
     def append(self, record: Record) -> Position:
         """Append and fsync; call with the lock held.  Returns the new end."""
@@ -205,7 +221,8 @@ class FileJournal:
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        return Position(st.st_ino, st.st_size)
+        self._verified = Position(st.st_ino, st.st_size)
+        return self._verified
 
     def rebase(self, record: Record) -> Position:
         """Replace the journal by one ``base`` record (the compaction); lock held."""
@@ -222,4 +239,5 @@ class FileJournal:
         finally:
             os.close(dfd)
         st = os.stat(self.path)
-        return Position(st.st_ino, st.st_size)
+        self._verified = Position(st.st_ino, st.st_size)
+        return self._verified

@@ -32,4 +32,12 @@ def body_of(request: Request) -> bytes:
             "unsupported_media_type",
             f"send Content-Type: application/json (got {mimetype or 'none'!r})",
         )
+    if request.content_length is None:
+        # A chunked body: werkzeug would silently cut it at the limit (and the client
+        # would hear "malformed JSON"), so read one byte past the limit and say 413.
+        limit = state().settings.max_body_bytes
+        data = request.environ["wsgi.input"].read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+        return data
     return request.get_data(cache=False)

@@ -17,7 +17,7 @@ def predict(name: str | None = None, version: int | None = None):
     auth.require(st.predict_secret, "/predict")
     req = parse(PredictRequest, body_of(request))
     name = name or req.model or st.settings.default_model
-    version = version or req.version
+    version = version if version is not None else req.version
     if version is None:
         served = st.registry.get(name)
         model, version = served.model, served.version
