@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from service import errors, logs, metrics
 from service.registry import Registry
-from service.routes import health, models, predict, train
+from service.routes import health, models, predict, train, v2
 from service.routes.common import AppState
 from service.settings import Settings
 from training.store import ModelStore
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
         settings, registry, settings.train_secret(), settings.predict_secret()
     )
     errors.register(app)
-    for bp in (predict.bp, train.bp, models.bp, health.bp):
+    for bp in (predict.bp, train.bp, models.bp, health.bp, v2.bp):
         app.register_blueprint(bp)
 
     @app.before_request

@@ -34,6 +34,13 @@ def on_starting(server):
     server.log.info("metrics folder %s", path)
 
 
+def post_fork(server, worker):
+    # In the worker, after fork: malloc settings must be made by the process that uses them.
+    from service.malloc import keep_freed_memory
+
+    keep_freed_memory()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

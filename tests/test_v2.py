@@ -1,0 +1,229 @@
+"""The Open Inference Protocol, spoken to by a client no one here wrote: tritonclient."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.server import Server, make_store
+from training.data import load_digits
+
+TOKEN = "v2-token"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with Server(
+        make_store(tmp_path_factory.mktemp("v2") / "models"), train_token=TOKEN, snapshot_every=0
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server):
+    c = httpclient.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    yield c
+    c.close()
+
+
+def test_health_and_metadata(client, server):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits") and client.is_model_ready("digits", "1")
+    assert not client.is_model_ready("nope")
+    meta = client.get_model_metadata("digits")
+    assert meta["name"] == "digits" and meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+    assert meta["outputs"][0] == {"name": "output", "datatype": "FP32", "shape": [-1, 10]}
+    assert meta["outputs"][1]["name"] == "label" and meta["outputs"][1]["datatype"] == "BYTES"
+    status, body = server.request("GET", "/v2")
+    assert status == 200 and "binary_tensor_data" in body["extensions"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_equals_predict(client, server, digits, binary):
+    x = digits.x[:25].astype(np.float32)
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    outputs = [
+        httpclient.InferRequestedOutput("output", binary_data=binary),
+        httpclient.InferRequestedOutput("label", binary_data=binary),
+    ]
+    result = client.infer("digits", [inp], outputs=outputs, request_id="req-7")
+    got = result.as_numpy("output")
+    _, mine = server.request("POST", "/predict", {"inputs": x.tolist()})
+    assert got.shape == (25, 10) and got.dtype == np.float32
+    assert np.array_equal(got, np.array(mine["outputs"], dtype=np.float32))
+    assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")] == mine[
+        "labels"
+    ]
+    assert result.get_response()["id"] == "req-7"
+    # no outputs named: all of them, in binary (the client's default)
+    result = client.infer("digits", [inp], model_version="1")
+    assert np.array_equal(result.as_numpy("output"), got)
+
+
+def test_fp64_input_and_nested_json_data(server, digits):
+    x = digits.x[:3]
+    body = {
+        "inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP64", "data": x.tolist()}],
+        "outputs": [{"name": "output"}],
+    }
+    status, reply = server.request("POST", "/v2/models/digits/infer", body)
+    assert status == 200 and reply["outputs"][0]["shape"] == [3, 10]
+    _, mine = server.request("POST", "/predict", {"inputs": x.tolist()})
+    assert np.allclose(np.array(reply["outputs"][0]["data"]).reshape(3, 10), mine["outputs"])
+
+
+def v2_error(server, path, body=None, raw=None, headers=None) -> tuple[int, dict]:
+    status, reply = server.request("POST", path, body, raw=raw, headers=headers)
+    assert set(reply) == {"error"} and isinstance(reply["error"], str) and reply["error"], reply
+    return status, reply
+
+
+@pytest.mark.parametrize(
+    "path,body,status,words",
+    [
+        (
+            "/v2/models/nope/infer",
+            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
+            404,
+            "nope",
+        ),
+        (
+            "/v2/models/digits/versions/9/infer",
+            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
+            404,
+            "9",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32", "data": [0] * 63}]},
+            400,
+            "[n, 64]",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": [0] * 64}]},
+            400,
+            "64 values",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "INT8", "data": [0] * 64}]},
+            400,
+            "INT8",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}
+                ]
+            },
+            400,
+            "pixels",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}
+                ],
+                "outputs": [{"name": "logits"}],
+            },
+            400,
+            "logits",
+        ),
+        ("/v2/models/digits/infer", {"inputs": "x"}, 400, "inputs"),
+    ],
+)
+def test_protocol_errors(server, path, body, status, words):
+    got, reply = v2_error(server, path, body)
+    assert got == status and words in reply["error"]
+
+
+def test_bad_binary_header_length(server):
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 64],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 256},
+                }
+            ]
+        }
+    ).encode()
+    data = np.zeros(64, dtype="<f4").tobytes()
+    for length, words in [
+        (str(len(head) + 9999), "Inference-Header-Content-Length"),
+        ("abc", "Inference-Header-Content-Length"),
+        (str(len(head) - 5), "invalid inference request"),
+    ]:
+        status, reply = v2_error(
+            server,
+            "/v2/models/digits/infer",
+            raw=head + data,
+            headers={"Inference-Header-Content-Length": length},
+        )
+        assert status == 400 and words in reply["error"]
+    # binary_data_size past the end of the body
+    short = head + data[:100]
+    status, reply = v2_error(
+        server,
+        "/v2/models/digits/infer",
+        raw=short,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert status == 400 and "binary_data_size" in reply["error"]
+
+
+def test_train_extension_matches_train_step_rules(server, digits):
+    x = digits.x[:8]
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [8, 64], "datatype": "FP32", "data": x.ravel().tolist()},
+            {
+                "name": "target",
+                "shape": [8],
+                "datatype": "BYTES",
+                "data": [str(v) for v in digits.y[:8]],
+            },
+        ],
+        "parameters": {"learning_rate": 0.01},
+    }
+    status, reply = v2_error(server, "/v2/models/digits/train", body)
+    assert status == 401
+    before = server.request("GET", "/models/digits")[1]["online_steps"]
+    status, reply = server.request("POST", "/v2/models/digits/train", body, token=TOKEN)
+    assert status == 200 and reply["step"] == before + 1 and reply["version"] == 1
+    assert set(reply) == {"model", "version", "step", "loss_before", "loss_after"}
+    body["inputs"][1] = {
+        "name": "target",
+        "shape": [8, 10],
+        "datatype": "FP32",
+        "data": np.eye(10)[digits.y[:8]].ravel().tolist(),
+    }
+    assert server.request("POST", "/v2/models/digits/train", body, token=TOKEN)[0] == 200
+    body["parameters"] = {"momentum": 3}
+    status, reply = v2_error(
+        server, "/v2/models/digits/train", body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 400 and "momentum" in reply["error"]
+
+
+def test_client_raises_on_protocol_error(client):
+    inp = httpclient.InferInput("input", [1, 63], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 63), dtype=np.float32), binary_data=True)
+    with pytest.raises(InferenceServerException, match=r"\[n, 64\]"):
+        client.infer("digits", [inp])
