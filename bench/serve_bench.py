@@ -80,23 +80,12 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
 
 
 def sequential_latency(server: Server, body: dict, n: int, path: str = "/predict") -> list[float]:
-    """Client-side round-trip times, one request at a time on a kept-alive connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    data = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        conn.request("POST", path, body=data, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        times.append(time.perf_counter() - t0)
-        assert resp.status == 200, resp.status
-    conn.close()
-    return times
+    return sequential_raw(server, path, json.dumps(body).encode(), headers, n)
 
 
 def sequential_raw(server: Server, path: str, body: bytes, headers: dict, n: int) -> list[float]:
+    """Client-side round-trip times, one request at a time on a kept-alive connection."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     times = []
     for _ in range(n):

@@ -346,14 +346,18 @@ class Registry:
         )
 
     def pin(self, name: str, version: int) -> Served:
-        """Serve ``version`` and stop following newer ones (rollback or pin)."""
-        self.get(name)
+        """Serve ``version`` and stop following newer ones (rollback or pin).
+
+        It replaces the journal, so it needs no catch-up first: it is also the way out
+        when the version a journal names can no longer be loaded.
+        """
+        if name not in self._served and not self.store.versions(name):
+            raise ApiError(404, "unknown_model", f"no model named {name!r} is served")
         try:
             self._cached_load(name, version)
         except StoreError as exc:
             raise self._store_error(name, version, exc) from None
         with self._lock(name), self.journal(name).locked():
-            self._catch_up(name)
             served = self._write_base(name, version, pinned=True)
         metrics.loaded(name, version)
         log.info("model pinned", extra={"event": "pinned", "model": name, "version": version})

@@ -261,11 +261,17 @@ def test_a_version_that_fails_to_load_keeps_the_old_one(server, store_dir):
         (bad / "manifest.json").read_text().replace('"version": 1', '"version": 2')
     )
 
+    # Each worker tries the new version on its own poll and keeps its own record of the
+    # failure: look at the reply that shows it.
+    seen = []
+
     def failed():
-        return server.request("GET", "/models/digits")[1]["load_error"] is not None
+        info = server.request("GET", "/models/digits")[1]
+        seen.append(info)
+        return info["load_error"] is not None
 
     assert wait_for(failed)
-    _, info = server.request("GET", "/models/digits")
+    info = seen[-1]
     assert info["served_version"] == 1 and info["load_error"]["version"] == 2
     assert "sha256" in info["load_error"]["problem"]
     assert server.request("POST", "/predict", {"inputs": [[0.0] * 64]})[0] == 200
@@ -358,3 +364,23 @@ def test_not_ready_without_the_default_model(tmp_path):
 def test_sigterm_stops_cleanly(store_dir):
     s = Server(store_dir).start()
     assert s.stop() == 0
+
+
+def test_rollback_recovers_when_the_served_version_breaks(store_dir, digits):
+    store = ModelStore(store_dir)
+    model, _ = store.load("digits", 1)
+    assert store.save("digits", model.copy()) == 2
+    with Server(store_dir, train_token=TOKEN) as s:
+        assert wait_for(lambda: s.request("GET", "/readyz")[1].get("version") == 2)
+        # version 2 rots on disk; a restarted server cannot load what its journal names
+        weights = store_dir / "digits" / "2" / "weights.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    with Server(store_dir, train_token=TOKEN).start(ready=False) as s:
+        status, reply = s.request("POST", "/predict", {"inputs": [[0.0] * 64]})
+        assert status in (404, 503) and "error" in reply
+        status, reply = s.request("POST", "/models/digits/load", {"version": 1}, token=TOKEN)
+        assert status == 200, reply
+        assert wait_for(lambda: s.request("POST", "/predict", {"inputs": [[0.0] * 64]})[0] == 200)
+        assert s.request("GET", "/readyz")[1]["version"] == 1

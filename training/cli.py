@@ -385,16 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(out))
             else:
                 print(f"{out['name']} version {out['version']}")
-                print(
-                    format_report(
-                        out["scores"],
-                        (
-                            ModelStore(args.models_dir)
-                            .read_manifest(args.name, out["version"])
-                            .labels
-                        ),
-                    )
-                )
+                print(format_report(out["scores"]))
             return EXIT_OK
         if argv[:1] == ["train"]:
             argv = argv[1:]
@@ -413,27 +404,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bptrain: {exc}", file=sys.stderr)
         return EXIT_DATA
     if cfg.json_output:
-        print(
-            json.dumps(
-                {k: v for k, v in result.items() if k != "scores"} | {"scores": result["scores"]}
-            )
-        )
+        print(json.dumps(result))
     else:
         where = (
             f"published {result['name']} version {result['version']} at {result['path']}"
             if result["version"]
             else "dry run: nothing published"
         )
-        print(format_report(result["scores"], load_classes(result)))
+        print(format_report(result["scores"]))
         print(where)
         if "note" in result:
             print(result["note"])
     return EXIT_OK
-
-
-def load_classes(result: dict[str, Any]) -> list[str] | None:
-    per_class = result["scores"].get("per_class")
-    return list(per_class) if per_class else None
 
 
 if __name__ == "__main__":

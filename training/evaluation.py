@@ -37,7 +37,7 @@ def score(model: Model, ds: Dataset) -> dict[str, Any]:
     return out
 
 
-def format_report(scores: dict[str, Any], classes: list[str] | None) -> str:
+def format_report(scores: dict[str, Any]) -> str:
     lines = [f"loss {scores['loss']:.4f}"]
     if "accuracy" not in scores:
         lines.append(f"rmse {scores['rmse']:.4f}")
@@ -48,6 +48,6 @@ def format_report(scores: dict[str, Any], classes: list[str] | None) -> str:
         lines.append(f"{c:>10} {m['precision']:9.3f} {m['recall']:7.3f} {m['support']:7d}")
     lines.append("confusion (rows true, columns predicted):")
     width = max(len(str(v)) for row in scores["confusion"] for v in row) + 1
-    for c, row in zip(classes or [], scores["confusion"]):
+    for c, row in zip(scores["per_class"], scores["confusion"]):
         lines.append(f"{c:>10} " + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)
