@@ -27,7 +27,7 @@ def server(tmp_path_factory):
 
 
 @pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])
-def test_schemathesis_finds_no_server_error(server, with_token):
+def test_schemathesis_finds_no_server_error(server, with_token, tmp_path):
     cmd = [
         str(ST),
         "run",
@@ -43,7 +43,8 @@ def test_schemathesis_finds_no_server_error(server, with_token):
     ]
     if with_token:
         cmd += ["-H", f"Authorization: Bearer {TOKEN}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # In a temporary folder: schemathesis keeps a cache in its working directory.
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-4000:]
     assert "generated" in out.stdout
 
