@@ -406,6 +406,15 @@ class Registry:
         self.get(name)
         with self._lock(name), self.journal(name).locked():
             cur = self._catch_up(name)
+            net = cur.model.network
+            if x.shape[1] != net.n_inputs or y.shape[1] != net.n_outputs:
+                # The request was checked against a version that a reload replaced since.
+                raise ApiError(
+                    409,
+                    "model_changed",
+                    f"model {name!r} changed while this step was "
+                    "being prepared (a new version); send it again",
+                )
             opt = cur.model.optimizer
             lr = learning_rate if learning_rate is not None else opt.learning_rate
             mu = momentum if momentum is not None else opt.momentum

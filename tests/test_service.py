@@ -384,3 +384,19 @@ def test_rollback_recovers_when_the_served_version_breaks(store_dir, digits):
         assert status == 200, reply
         assert wait_for(lambda: s.request("POST", "/predict", {"inputs": [[0.0] * 64]})[0] == 200)
         assert s.request("GET", "/readyz")[1]["version"] == 1
+
+
+def test_a_step_prepared_for_another_shape_is_refused_not_crashed(store_dir):
+    # The route checks a request against the served snapshot; if a reload swaps in a
+    # different architecture before the step takes the lock, the registry refuses it.
+    from service.errors import ApiError
+    from service.registry import Registry
+
+    registry = Registry(ModelStore(store_dir))
+    registry.refresh()
+    with pytest.raises(ApiError) as err:
+        registry.train_step(
+            "digits", np.zeros((1, 63), np.float32), np.eye(10, dtype=np.float32)[:1], None, None
+        )
+    assert err.value.status == 409 and err.value.code == "model_changed"
+    assert registry.get("digits").online_steps == 0
