@@ -1,0 +1,191 @@
+"""Where a /predict request's time goes, piece by piece (the figures behind BENCHMARKS.md).
+
+1. In process: each step of the 1-row handler, timed with timeit.
+2. The 1,000-row forward pass in a fresh process, with glibc's default thresholds and
+   after service.malloc.keep_freed_memory() (what each worker does after fork).
+3. A bare Flask app under the same gunicorn settings: GET against POST with the same
+   1-row body, to see what a body alone costs the stack.
+4. bpserve's own /healthz and /predict under gunicorn with 1, 2 and 4 threads.
+
+    .venv/bin/python bench/serve_profile.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import timeit
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from serve_bench import ensure_wrk, lua_post, run_wrk  # noqa: E402
+
+from tests.server import Server, free_port, make_store  # noqa: E402
+
+ROW = np.random.default_rng(0).uniform(0, 16, size=(1, 64)).round(2).tolist()
+
+
+def us(fn, n: int = 3000) -> float:
+    return round(min(timeit.repeat(fn, number=n, repeat=3)) / n * 1e6, 1)
+
+
+def handler_pieces() -> dict:
+    from service import metrics
+    from service.schemas import PredictRequest, PredictResponse, parse, to_matrix
+    from training.store import ModelStore
+
+    model, _ = ModelStore(ROOT / "models").load("digits")
+    body = json.dumps({"inputs": ROW}).encode()
+    req = parse(PredictRequest, body)
+    x = to_matrix(req.inputs, "inputs", 64, 10_000, np.float32)
+    out = model.predict(x)
+    return {
+        "case": "1-row handler pieces, in process (us)",
+        "parse_and_validate": us(lambda: parse(PredictRequest, body)),
+        "to_array": us(lambda: to_matrix(req.inputs, "inputs", 64, 10_000, np.float32)),
+        "forward": us(lambda: model.predict(x)),
+        "reply": us(
+            lambda: PredictResponse.model_construct(
+                model="digits", version=1, outputs=out.tolist(), labels=model.predict_labels(out)
+            ).model_dump_json()
+        ),
+        "metrics": us(
+            lambda: (
+                metrics.request("/predict", 200, 0.001, "digits", "1"),
+                metrics.predicted("digits", 1, 1),
+            )
+        ),
+    }
+
+
+FORWARD_CHILD = textwrap.dedent("""
+    import sys, timeit, numpy as np
+    sys.path.insert(0, {root!r})
+    from threadpoolctl import threadpool_limits
+    from training.store import ModelStore
+    if sys.argv[1] == "raised":
+        from service.malloc import keep_freed_memory
+        assert keep_freed_memory()
+    model, _ = ModelStore({models!r}).load("digits")
+    x = np.random.default_rng(0).uniform(0, 16, size=(1000, 64)).astype(np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        print(min(timeit.repeat(lambda: model.predict(x), number=300, repeat=3)) / 300 * 1e3)
+""")
+
+
+def forward_malloc() -> dict:
+    code = FORWARD_CHILD.format(root=str(ROOT), models=str(ROOT / "models"))
+    ms = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", code, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("default", "raised")
+    }
+    return {
+        "case": "1,000-row forward pass (ms), one BLAS thread",
+        "glibc_defaults": round(ms["default"], 3),
+        "keep_freed_memory": round(ms["raised"], 3),
+    }
+
+
+BARE_APP = textwrap.dedent("""
+    from flask import Flask, jsonify, request
+    app = Flask(__name__)
+    @app.get("/a")
+    def a():
+        return jsonify({"status": "ok"})
+    @app.post("/b")
+    def b():
+        request.get_data()
+        return jsonify({"status": "ok"})
+""")
+
+
+def bare_flask(wrk: str, tmp: Path, seconds: int) -> dict:
+    (tmp / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "--no-control-socket",
+            "-b",
+            f"127.0.0.1:{port}",
+            "bare_app:app",
+        ],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2)
+        get = run_wrk(wrk, f"http://127.0.0.1:{port}/a", seconds, 8, None)["rps"]
+        post = run_wrk(
+            wrk,
+            f"http://127.0.0.1:{port}/b",
+            seconds,
+            8,
+            lua_post(tmp / "bare.lua", {"inputs": ROW}),
+        )["rps"]
+    finally:
+        proc.terminate()
+        proc.wait()
+    return {
+        "case": "bare Flask, gunicorn 1 worker x 4 threads (requests/s)",
+        "get": get,
+        "post_1_row": post,
+        "ratio": round(post / get, 3),
+    }
+
+
+def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
+    script = lua_post(tmp / "p1.lua", {"inputs": ROW})
+    out = []
+    for n in (1, 2, 4):
+        with Server(
+            make_store(tmp / f"models-{n}"), log_requests="false", workers=1, threads=n
+        ) as s:
+            url = f"http://127.0.0.1:{s.port}"
+            h = run_wrk(wrk, url + "/healthz", seconds, 8, None)["rps"]
+            p = run_wrk(wrk, url + "/predict", seconds, 8, script)["rps"]
+        out.append(
+            {
+                "case": f"bpserve, 1 worker x {n} threads (requests/s)",
+                "healthz": h,
+                "predict_1_row": p,
+                "ratio": round(p / h, 3),
+            }
+        )
+    return out
+
+
+def main(seconds: int = 5) -> None:
+    print(json.dumps(handler_pieces()), flush=True)
+    print(json.dumps(forward_malloc()), flush=True)
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(bare_flask(wrk, Path(tmp), seconds)), flush=True)
+        for row in threads(wrk, Path(tmp), seconds):
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
