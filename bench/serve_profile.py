@@ -6,6 +6,8 @@
 3. A bare Flask app under the same gunicorn settings: GET against POST with the same
    1-row body, to see what a body alone costs the stack.
 4. bpserve's own /healthz and /predict under gunicorn with 1, 2 and 4 threads.
+5. The same bare app with /predict's steps added one at a time (read, parse, array,
+   forward, reply), 1 thread: what each step costs in a live worker.
 
     .venv/bin/python bench/serve_profile.py
 """
@@ -156,6 +158,72 @@ def bare_flask(wrk: str, tmp: Path, seconds: int) -> dict:
     }
 
 
+STEPS_APP = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    import numpy as np
+    from flask import Flask, Response, request
+    from threadpoolctl import threadpool_limits
+    from service.schemas import PredictRequest, PredictResponse, parse, to_matrix
+    from training.store import ModelStore
+    threadpool_limits(1, user_api="blas")
+    model, _ = ModelStore({models!r}).load("digits")
+    app = Flask(__name__)
+    OK = '{{"status":"ok"}}'
+
+    @app.post("/<int:upto>")
+    def step(upto):
+        body = request.get_data()
+        if upto >= 2:
+            req = parse(PredictRequest, body)
+        if upto >= 3:
+            x = to_matrix(req.inputs, "inputs", 64, 10_000, np.float32)
+        if upto >= 4:
+            out = model.predict(x)
+        if upto >= 5:
+            reply = PredictResponse.model_construct(model="digits", version=1, outputs=out.tolist(),
+                                                   labels=model.predict_labels(out))
+            return Response(reply.model_dump_json(), mimetype="application/json")
+        return Response(OK, mimetype="application/json")
+""")
+
+
+def steps(wrk: str, tmp: Path, seconds: int) -> dict:
+    (tmp / "steps_app.py").write_text(STEPS_APP.format(root=str(ROOT), models=str(ROOT / "models")))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "1",
+            "--no-control-socket",
+            "-b",
+            f"127.0.0.1:{port}",
+            "steps_app:app",
+        ],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    script = lua_post(tmp / "steps.lua", {"inputs": ROW})
+    out = {"case": "bare app + /predict's steps, 1 worker x 1 thread (us per request)"}
+    try:
+        time.sleep(3)
+        for upto, name in enumerate(["read_body", "+parse", "+to_array", "+forward", "+reply"], 1):
+            rps = run_wrk(wrk, f"http://127.0.0.1:{port}/{upto}", seconds, 8, script)["rps"]
+            out[name] = round(1e6 / rps)
+    finally:
+        proc.terminate()
+        proc.wait()
+    return out
+
+
 def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
     script = lua_post(tmp / "p1.lua", {"inputs": ROW})
     out = []
@@ -185,6 +253,7 @@ def main(seconds: int = 5) -> None:
         print(json.dumps(bare_flask(wrk, Path(tmp), seconds)), flush=True)
         for row in threads(wrk, Path(tmp), seconds):
             print(json.dumps(row), flush=True)
+        print(json.dumps(steps(wrk, Path(tmp), seconds)), flush=True)
 
 
 if __name__ == "__main__":
