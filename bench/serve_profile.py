@@ -114,29 +114,31 @@ BARE_APP = textwrap.dedent("""
 """)
 
 
+def start_gunicorn(tmp: Path, module: str, threads: int) -> tuple[int, subprocess.Popen]:
+    """``module:app`` from ``tmp`` under gunicorn, 1 gthread worker, on a free port."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        "1",
+        "-k",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--no-control-socket",
+        "-b",
+        f"127.0.0.1:{port}",
+        f"{module}:app",
+    ]
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return port, proc
+
+
 def bare_flask(wrk: str, tmp: Path, seconds: int) -> dict:
     (tmp / "bare_app.py").write_text(BARE_APP)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "1",
-            "-k",
-            "gthread",
-            "--threads",
-            "4",
-            "--no-control-socket",
-            "-b",
-            f"127.0.0.1:{port}",
-            "bare_app:app",
-        ],
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, proc = start_gunicorn(tmp, "bare_app", threads=4)
     try:
         time.sleep(2)
         get = run_wrk(wrk, f"http://127.0.0.1:{port}/a", seconds, 8, None)["rps"]
@@ -190,27 +192,7 @@ STEPS_APP = textwrap.dedent("""
 
 def steps(wrk: str, tmp: Path, seconds: int) -> dict:
     (tmp / "steps_app.py").write_text(STEPS_APP.format(root=str(ROOT), models=str(ROOT / "models")))
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "1",
-            "-k",
-            "gthread",
-            "--threads",
-            "1",
-            "--no-control-socket",
-            "-b",
-            f"127.0.0.1:{port}",
-            "steps_app:app",
-        ],
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, proc = start_gunicorn(tmp, "steps_app", threads=1)
     script = lua_post(tmp / "steps.lua", {"inputs": ROW})
     out = {"case": "bare app + /predict's steps, 1 worker x 1 thread (us per request)"}
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -91,7 +92,6 @@ class Registry:
         self._cache: OrderedDict[tuple[str, int], tuple[Model, Manifest]] = OrderedDict()
         self._max_cached = max_cached_versions
         self._guard = threading.Lock()
-        self._stop = threading.Event()
 
     # -- plumbing ----------
     def _lock(self, name: str) -> threading.RLock:
@@ -460,11 +460,9 @@ class Registry:
         threading.Thread(target=self._watch, name="bpserve-reload", daemon=True).start()
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.reload_interval):
+        while True:  # a daemon thread: it ends with the worker
+            time.sleep(self.reload_interval)
             try:
                 self.refresh()
             except Exception:  # the watcher must outlive any one bad poll
                 log.exception("reload poll failed")
-
-    def stop(self) -> None:
-        self._stop.set()

@@ -105,7 +105,14 @@ class PredictResponse(BaseModel):
     labels: list[str] | None = None
 
 
-class TrainStepRequest(_Request):
+class StepParameters(_Request):
+    """Per-step overrides of the model's optimizer settings (both train endpoints)."""
+
+    learning_rate: float | None = Field(default=None, gt=0, le=100)
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+
+
+class TrainStepRequest(StepParameters):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"inputs": [_EXAMPLE_ROW], "targets": ["0"], "learning_rate": 0.001}]
@@ -115,8 +122,6 @@ class TrainStepRequest(_Request):
     inputs: list[Row] | Row
     targets: list[str | int] | list[Row] = Field(description="class labels or target vectors")
     model: str | None = None
-    learning_rate: float | None = Field(default=None, gt=0, le=100)
-    momentum: float | None = Field(default=None, ge=0, lt=1)
 
 
 class TrainStepResponse(BaseModel):

@@ -187,22 +187,11 @@ def test_train_steps_change_predictions_like_the_engine(server, store_dir, digit
     _, after = server.request("POST", "/predict", {"inputs": probe.tolist()})
     assert not np.allclose(before["outputs"], after["outputs"])
     # the same three steps in-process give the same predictions
-    from training.optimizers import SGD
+    from training.online import apply_step
 
-    base = model.optimizer
-    opt = SGD(0.5, base.momentum, base.nesterov, base.weight_decay, base.clip_norm)
     y = model.targets_from_labels(labels)
     for _ in range(3):
-        xs = model.prepare(x)
-        grads = model.network._backward(
-            model.network._forward(xs), y, np.empty_like(model.network.params)
-        )
-        opt.step(
-            model.network.params,
-            grads.flat,
-            model.optimizer_state,
-            decay_mask=model.network.decay_mask() if opt.weight_decay else None,
-        )
+        model = apply_step(model, x.astype(np.float32), y, 0.5, model.optimizer.momentum).model
     assert np.allclose(after["outputs"], model.predict(probe), rtol=1e-4, atol=1e-6)
     status, info = server.request("GET", "/models/digits")
     assert info["online_steps"] == 3 and info["online"]["rows"] == 96

@@ -145,6 +145,15 @@ class UsageError(Exception):
     pass
 
 
+# What each failure is called on stderr and which exit code it gets.
+FAILURES: dict[type[Exception], tuple[int, str]] = {
+    UsageError: (EXIT_USAGE, "error: "),
+    DataError: (EXIT_DATA, "bad data: "),
+    StoreError: (EXIT_USAGE, "model store: "),
+    FloatingPointError: (EXIT_DATA, ""),
+}
+
+
 def build_config(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = {}
     if args.config:
@@ -296,12 +305,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ds.subset(test_idx) if len(test_idx) else ds.subset(val_idx if len(val_idx) else train_idx)
     )
     scores = score(model, test_part)
-    last = history.epochs[-1]
+    # The figures of the weights being published: the best epoch's when early stopping
+    # restored them (fit does that whenever patience is set), else the last epoch's.
+    restored = cfg.patience is not None and history.best_epoch
+    final = history.epochs[history.best_epoch - 1] if restored else history.epochs[-1]
     metrics = {
-        "train_loss": last["train_loss"],
-        "train_accuracy": last["train_accuracy"],
-        "val_loss": last.get("val_loss"),
-        "val_accuracy": last.get("val_accuracy"),
+        "train_loss": final["train_loss"],
+        "train_accuracy": final["train_accuracy"],
+        "val_loss": final.get("val_loss"),
+        "val_accuracy": final.get("val_accuracy"),
         "test_loss": scores["loss"],
         "test_accuracy": scores.get("accuracy"),
         "epochs_run": len(history.epochs),
@@ -310,14 +322,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "n_val": len(val_idx),
         "n_test": len(test_idx),
     }
-    if ds.is_classification:  # the best epoch's figures, as restored by early stopping
-        best = history.epochs[history.best_epoch - 1] if history.best_epoch else last
-        metrics.update(
-            train_loss=best["train_loss"],
-            train_accuracy=best["train_accuracy"],
-            val_loss=best.get("val_loss"),
-            val_accuracy=best.get("val_accuracy"),
-        )
     result: dict[str, Any] = {
         "name": cfg.name,
         "version": None,
@@ -391,18 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
         cfg = build_config(_train_parser().parse_args(argv))
         result = train(cfg)
-    except UsageError as exc:
-        print(f"bptrain: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DataError as exc:
-        print(f"bptrain: bad data: {exc}", file=sys.stderr)
-        return EXIT_DATA
-    except StoreError as exc:
-        print(f"bptrain: model store: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except FloatingPointError as exc:
-        print(f"bptrain: {exc}", file=sys.stderr)
-        return EXIT_DATA
+    except (UsageError, DataError, StoreError, FloatingPointError) as exc:
+        code, prefix = next(v for t, v in FAILURES.items() if isinstance(exc, t))
+        print(f"bptrain: {prefix}{exc}", file=sys.stderr)
+        return code
     if cfg.json_output:
         print(json.dumps(result))
     else:

@@ -49,12 +49,20 @@ class Model:
 
     def prepare(self, x: Array) -> Array:
         """Checked, standardised inputs in the network's dtype."""
-        x = self.network.check_inputs(x)
+        return self.standardize(self.network.check_inputs(x))
+
+    def standardize(self, x: Array) -> Array:
+        """Standardised rows; ``x`` must already be a checked matrix of the network's dtype."""
         return (x - self._mean) * self._inv_scale
 
     def predict(self, x: Array) -> Array:
         """Output activations for raw (unstandardised) feature rows."""
-        return self.network.predict(self.prepare(x))
+        return self.network.output(self.prepare(x))
+
+    def output(self, x: Array) -> Array:
+        """``predict`` for rows the caller has already checked (the service, as it parses:
+        one check per request, not three)."""
+        return self.network.output(self.standardize(x))
 
     def predict_labels(self, outputs: Array) -> list[str] | None:
         if self.labels is None:

@@ -236,7 +236,10 @@ class Network:
 
     def predict(self, x: Array) -> Array:
         """Output activations for a batch (class probabilities for a softmax classifier)."""
-        x = self.check_inputs(x)
+        return self.output(self.check_inputs(x))
+
+    def output(self, x: Array) -> Array:
+        """``predict`` for rows already checked (by ``check_inputs`` or the caller)."""
         a = x
         for w, b, act in zip(self.weights, self.biases, self.layers):
             z = a @ w

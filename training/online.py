@@ -40,7 +40,7 @@ def apply_step(
     new = model.copy()
     net = new.network
     with np.errstate(all="ignore"):
-        xs = new.prepare(x)
+        xs = new.standardize(x)
         cache = net._forward(xs)
         loss_before = net.loss.value(cache.output, cache.zs[-1], y)
         grads = net._backward(cache, y, np.empty_like(net.params))

@@ -32,12 +32,20 @@ def body_of(request: Request) -> bytes:
             "unsupported_media_type",
             f"send Content-Type: application/json (got {mimetype or 'none'!r})",
         )
-    if request.content_length is None:
-        # A chunked body: werkzeug would silently cut it at the limit (and the client
-        # would hear "malformed JSON"), so read one byte past the limit and say 413.
-        limit = state().settings.max_body_bytes
-        data = request.environ["wsgi.input"].read(limit + 1)
-        if len(data) > limit:
-            raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-        return data
-    return request.get_data(cache=False)
+    return read_body(request)
+
+
+def read_body(request: Request) -> bytes:
+    """The raw body, capped at BPSERVE_MAX_BODY_BYTES (413 over it).
+
+    A body with Content-Length over the cap is refused before reading (a before_request
+    hook); a chunked one is read one byte past the cap here, because werkzeug would cut
+    it silently at the limit and the client would hear "malformed JSON" instead.
+    """
+    if request.content_length is not None:
+        return request.get_data(cache=False)
+    limit = state().settings.max_body_bytes
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+    return data

@@ -25,7 +25,7 @@ def predict(name: str | None = None, version: int | None = None):
         model, version = st.registry.version(name, version)
     g.model, g.version = name, version
     x = to_matrix(req.inputs, "inputs", model.n_features, st.settings.max_rows, model.network.dtype)
-    outputs = model.predict(x)
+    outputs = model.output(x)
     g.rows = len(x)
     metrics.predicted(name, version, len(x))
     resp = PredictResponse.model_construct(

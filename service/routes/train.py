@@ -41,16 +41,20 @@ def train_step(name: str | None = None):
             raise ApiError(422, "unknown_label", str(exc)) from None
     if len(y) != len(x):
         raise ApiError(422, "row_mismatch", f"{len(x)} input rows but {len(y)} targets")
-    served, before, after = st.registry.train_step(
-        name, x, np.asarray(y), req.learning_rate, req.momentum
-    )
-    g.version, g.rows = served.version, len(x)
-    return jsonify(
-        TrainStepResponse(
-            model=name,
-            version=served.version,
-            step=served.online_steps,
-            loss_before=before,
-            loss_after=after,
-        ).model_dump()
-    )
+    g.rows = len(x)
+    return jsonify(step(name, x, y, req.learning_rate, req.momentum))
+
+
+def step(
+    name: str, x: np.ndarray, y: np.ndarray, learning_rate: float | None, momentum: float | None
+) -> dict:
+    """One online step through the registry, answered the same way by both train APIs."""
+    served, before, after = state().registry.train_step(name, x, y, learning_rate, momentum)
+    g.version = served.version
+    return TrainStepResponse(
+        model=name,
+        version=served.version,
+        step=served.online_steps,
+        loss_before=before,
+        loss_after=after,
+    ).model_dump()

@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import auth, metrics
 from service.errors import ApiError
-from service.routes.common import state
-from service.routes.train import DISABLED
+from service.routes.common import read_body, state
+from service.routes.train import DISABLED, step
+from service.schemas import StepParameters
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -145,13 +146,7 @@ def model_ready(name: str, version: str | None = None):
 def _body() -> tuple[InferRequest, memoryview]:
     """The JSON header and the binary part, with size, encoding and header checks."""
     limit = state().settings.max_body_bytes
-    raw = (
-        request.environ["wsgi.input"].read(limit + 1)
-        if request.content_length is None
-        else request.get_data(cache=False)
-    )
-    if len(raw) > limit:
-        raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+    raw = read_body(request)
     encoding = (request.headers.get("Content-Encoding") or "").lower()
     if encoding in ("gzip", "deflate"):
         inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
@@ -279,7 +274,7 @@ def infer(name: str, version: str | None = None):
     x = _tensor_array(
         _find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
     )
-    outputs = model.predict(x)
+    outputs = model.output(x)
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
@@ -348,22 +343,13 @@ def train(name: str):
         y = _tensor_array(target, binary, net.n_outputs, net.dtype, st.settings.max_rows)
     if len(y) != len(x):
         raise ApiError(400, "row_mismatch", f"{len(x)} input rows but {len(y)} targets")
-    lr, mu = req.parameters.get("learning_rate"), req.parameters.get("momentum")
-    for key, value, ok in (
-        ("learning_rate", lr, lambda v: 0 < v <= 100),
-        ("momentum", mu, lambda v: 0 <= v < 1),
-    ):
-        if value is not None and (
-            not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value)
-        ):
-            raise ApiError(400, "bad_parameter", f"parameter {key} = {value!r} is out of range")
-    served, before, after = st.registry.train_step(name, x, y, lr, mu)
-    return _json(
-        {
-            "model": name,
-            "version": served.version,
-            "step": served.online_steps,
-            "loss_before": before,
-            "loss_after": after,
-        }
-    )
+    try:
+        params = StepParameters.model_validate(
+            {k: req.parameters[k] for k in ("learning_rate", "momentum") if k in req.parameters}
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise ApiError(
+            400, "bad_parameter", f"parameter {first['loc'][0]}: {first['msg']}"
+        ) from None
+    return _json(step(name, x, y, params.learning_rate, params.momentum))
