@@ -1,5 +1,7 @@
 """Activation functions, each paired with its backward rule, looked up by name.
 
+The forward rule takes an optional ``out`` array so the network can write a hidden
+layer's activations straight into the buffer the next layer's product reads.
 The backward rule is a vector-Jacobian product ``(z, a, grad_a) -> grad_z`` rather
 than a plain derivative, so that softmax (whose Jacobian is not diagonal) fits the
 same slot as the element-wise activations.  Element-wise rules use the layer's
@@ -20,14 +22,14 @@ Array = np.ndarray
 @dataclass(frozen=True)
 class Activation:
     name: str
-    forward: Callable[[Array], Array]
+    forward: Callable[..., Array]  # (z, out=None) -> a
     backward: Callable[[Array, Array, Array], Array]
     default_init: str
 
 
-def _sigmoid(z: Array) -> Array:
+def _sigmoid(z: Array, out: Array | None = None) -> Array:
     # 0.5 * (1 + tanh(z / 2)) is the logistic function without exp overflow at +-1000.
-    a = np.multiply(z, 0.5)
+    a = np.multiply(z, 0.5, out=out)
     np.tanh(a, out=a)
     a += 1.0
     a *= 0.5
@@ -40,13 +42,17 @@ def _sigmoid_back(z: Array, a: Array, g: Array) -> Array:
     return g
 
 
+def _tanh(z: Array, out: Array | None = None) -> Array:
+    return np.tanh(z, out=out)
+
+
 def _tanh_back(z: Array, a: Array, g: Array) -> Array:
     g *= 1.0 - a * a
     return g
 
 
-def _relu(z: Array) -> Array:
-    return np.maximum(z, 0.0)
+def _relu(z: Array, out: Array | None = None) -> Array:
+    return np.maximum(z, 0.0, out=out)
 
 
 def _relu_back(z: Array, a: Array, g: Array) -> Array:
@@ -54,17 +60,20 @@ def _relu_back(z: Array, a: Array, g: Array) -> Array:
     return g
 
 
-def _identity(z: Array) -> Array:
-    return z.copy()
+def _identity(z: Array, out: Array | None = None) -> Array:
+    if out is None:
+        return z.copy()
+    np.copyto(out, z)
+    return out
 
 
 def _identity_back(z: Array, a: Array, g: Array) -> Array:
     return g
 
 
-def _softmax(z: Array) -> Array:
+def _softmax(z: Array, out: Array | None = None) -> Array:
     # Shifting by the row maximum keeps exp() in range for any finite input.
-    a = z - z.max(axis=-1, keepdims=True)
+    a = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
     np.exp(a, out=a)
     a /= a.sum(axis=-1, keepdims=True)
     return a
@@ -82,7 +91,7 @@ ACTIVATIONS: dict[str, Activation] = {
     act.name: act
     for act in (
         Activation("sigmoid", _sigmoid, _sigmoid_back, "xavier"),
-        Activation("tanh", np.tanh, _tanh_back, "xavier"),
+        Activation("tanh", _tanh, _tanh_back, "xavier"),
         Activation("relu", _relu, _relu_back, "he"),
         Activation("identity", _identity, _identity_back, "xavier"),
         Activation("softmax", _softmax, _softmax_back, "xavier"),

@@ -8,6 +8,12 @@ with W of shape (n_in, n_out) (scikit-learn's ``coefs_`` layout; Nielsen's W is 
 transpose).  BP4, dC/dW = delta a^T per sample, is then a^T delta for the batch.  This
 layout was measured faster than (n_out, n_in) for the products that dominate training
 (bench/train_bench.py): x W and a^T delta on the wide first layer.
+
+Each bias vector is stored right after its weight matrix, so the two together are one
+(n_in + 1, n_out) matrix whose last row is b.  Training gives every layer's input a
+last column of ones, and then one product does the work of three passes: z = [a 1] [W; b]
+(no bias add), and [a 1]^T delta is dC/dW (BP4) with dC/db = sum of delta (BP3) as
+its last row.
 """
 
 from __future__ import annotations
@@ -29,15 +35,18 @@ INITS = ("gaussian", "xavier", "he")
 class Cache:
     """What the forward pass keeps for the backward pass: z^l and a^l for every layer.
 
-    ``activations[0]`` is the input batch, ``zs[l]`` feeds ``activations[l + 1]``.
+    ``inputs[l]`` is layer l's input with a column of ones appended, ``zs[l]`` its
+    weighted input, ``output`` the last layer's activations.
     """
 
     zs: list[Array]
-    activations: list[Array]
+    inputs: list[Array]
+    output: Array
 
     @property
-    def output(self) -> Array:
-        return self.activations[-1]
+    def activations(self) -> list[Array]:
+        """a^0 (the input batch) to a^L, without the ones columns."""
+        return [a[:, :-1] for a in self.inputs] + [self.output]
 
 
 @dataclass
@@ -47,6 +56,23 @@ class Gradients:
     flat: Array
     weights: list[Array]
     biases: list[Array]
+
+
+def _augmented_views(flat: Array, sizes: list[int]) -> list[Array]:
+    """Each layer's [W; b] as one (n_in + 1, n_out) matrix."""
+    views, at = [], 0
+    for n_in, n_out in pairwise(sizes):
+        views.append(flat[at : at + (n_in + 1) * n_out].reshape(n_in + 1, n_out))
+        at += (n_in + 1) * n_out
+    return views
+
+
+def with_ones(x: Array) -> Array:
+    """``x`` with a column of ones appended: the input a layer's [W; b] product needs."""
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
+    out[:, :-1] = x
+    out[:, -1] = 1
+    return out
 
 
 def _layer_views(flat: Array, sizes: list[int]) -> tuple[list[Array], list[Array]]:
@@ -137,6 +163,7 @@ class Network:
                 )
             self.params = params
             self.weights, self.biases = _layer_views(self.params, self.sizes)
+        self._augmented = _augmented_views(self.params, self.sizes)
 
     # -- description --------------------------------------------------------------
     @property
@@ -164,6 +191,7 @@ class Network:
         new.__dict__.update(self.__dict__)
         new.params = self.params.copy() if params is None else params
         new.weights, new.biases = _layer_views(new.params, new.sizes)
+        new._augmented = _augmented_views(new.params, new.sizes)
         return new
 
     def _initialise(self, rng: np.random.Generator) -> None:
@@ -195,35 +223,46 @@ class Network:
         return self._forward(self.check_inputs(x))
 
     def _forward(self, x: Array) -> Cache:
-        zs, acts = [], [x]
-        a = x
-        for w, b, act in zip(self.weights, self.biases, self.layers):
-            z = a @ w
-            z += b
-            a = act.forward(z)
+        return self._forward_with_ones(with_ones(x))
+
+    def _forward_with_ones(self, x1: Array) -> Cache:
+        """The forward pass from a batch that already has its column of ones.
+
+        The training loop gathers each batch straight into such a buffer; every hidden
+        layer writes its activations into the next one's.
+        """
+        zs, inputs = [], [x1]
+        last = len(self.layers) - 1
+        for layer, (wb, act) in enumerate(zip(self._augmented, self.layers)):
+            z = inputs[-1] @ wb
             zs.append(z)
-            acts.append(a)
-        return Cache(zs, acts)
+            if layer == last:
+                return Cache(zs, inputs, act.forward(z))
+            a1 = np.empty((z.shape[0], z.shape[1] + 1), dtype=z.dtype)
+            a1[:, -1] = 1
+            act.forward(z, out=a1[:, :-1])
+            inputs.append(a1)
+        raise AssertionError("unreachable: a network has at least one layer")
 
     def backward(self, cache: Cache, y: Array) -> Gradients:
         """BP1-BP4 on the whole batch; returns gradients and leaves the model unchanged."""
-        y = self.check_targets(y, cache.activations[0].shape[0])
+        y = self.check_targets(y, cache.inputs[0].shape[0])
         return self._backward(cache, y, np.empty_like(self.params))
 
     def _backward(self, cache: Cache, y: Array, out: Array) -> Gradients:
         # ``out`` (flat, shaped like params) lets the training loop reuse one buffer.
-        acts, zs = cache.activations, cache.zs
-        g_w, g_b = _layer_views(out, self.sizes)
+        inputs, zs = cache.inputs, cache.zs
         # BP1: the output error, already averaged over the batch by the loss.
-        delta = self.loss.delta(acts[-1], zs[-1], y, self.layers[-1])
-        for layer in range(len(self.weights) - 1, -1, -1):
-            np.matmul(acts[layer].T, delta, out=g_w[layer])  # BP4: dC/dW = a^T delta
-            np.sum(delta, axis=0, out=g_b[layer])  # BP3: dC/db = delta
+        delta = self.loss.delta(cache.output, zs[-1], y, self.layers[-1])
+        for layer, g_wb in reversed(list(enumerate(_augmented_views(out, self.sizes)))):
+            # BP4 and BP3 in one product: [a 1]^T delta = [dC/dW; dC/db].
+            np.matmul(inputs[layer].T, delta, out=g_wb)
             if layer:
                 # BP2: back through W^T, then through the activation's derivative.
                 grad_a = delta @ self.weights[layer].T
-                delta = self.layers[layer - 1].backward(zs[layer - 1], acts[layer], grad_a)
-        return Gradients(out, g_w, g_b)
+                a = inputs[layer][:, :-1]
+                delta = self.layers[layer - 1].backward(zs[layer - 1], a, grad_a)
+        return Gradients(out, *_layer_views(out, self.sizes))
 
     def gradients(self, x: Array, y: Array) -> Gradients:
         cache = self.forward(x)
