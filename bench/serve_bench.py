@@ -56,6 +56,21 @@ def lua_post(path: Path, body: dict, token: str | None = None) -> Path:
     return path
 
 
+def lua_post_bytes(path: Path, body: bytes, headers: dict[str, str]) -> Path:
+    """A wrk script that POSTs any bytes (kept in a file beside it, read in binary mode)."""
+    data = path.with_suffix(".body")
+    data.write_bytes(body)
+    lines = [
+        'wrk.method = "POST"',
+        f'local f = assert(io.open({json.dumps(str(data))}, "rb"))',
+        'wrk.body = f:read("*a")',
+        "f:close()",
+        *(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None) -> dict:
     cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if script:
@@ -195,6 +210,41 @@ def main() -> None:
                     }
                 )
             )
+            # Rows per second of the two under the same wrk load (no Python client in the
+            # way): the figure the binary path's goal (5x the JSON path) is judged on.
+            loads = [
+                (
+                    "POST /predict, 1,000 rows as JSON, wrk",
+                    "/predict",
+                    lua_post_bytes(
+                        tmp / "j1000.lua",
+                        json.dumps(big).encode(),
+                        {"Content-Type": "application/json"},
+                    ),
+                ),
+                (
+                    "POST /v2/models/digits/infer, 1,000 rows as binary tensors, wrk",
+                    "/v2/models/digits/infer",
+                    lua_post_bytes(
+                        tmp / "b1000.lua",
+                        head + x.tobytes(),
+                        {
+                            "Content-Type": "application/octet-stream",
+                            "Inference-Header-Content-Length": str(len(head)),
+                        },
+                    ),
+                ),
+            ]
+            json_rps = None
+            for label, path, script in loads:
+                r = run_wrk(wrk, url + path, args.seconds, args.connections, script)
+                row_out = {"endpoint": label, "rows": 1000, "connections": args.connections, **r}
+                row_out["rows_per_s"] = round(r["rps"] * 1000)
+                if json_rps is None:
+                    json_rps = r["rps"]
+                else:
+                    row_out["ratio_vs_json_predict"] = round(r["rps"] / json_rps, 2)
+                print(json.dumps(row_out), flush=True)
             # Durability: each 200 is a step whose journal record was fsynced first.
             step = {
                 "inputs": row(8),

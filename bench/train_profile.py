@@ -32,7 +32,7 @@ def profile(sizes: list[int], batch: int, threads: int, n: int = 60_000) -> dict
     opt = SGD(0.01, 0.9)
     state = opt.init_state(net.params)
     grads = np.empty_like(net.params)
-    xb = np.empty((batch, sizes[0]), np.float32)
+    xb = np.ones((batch, sizes[0] + 1), np.float32)  # as train_epoch: a ones column
     yb = np.empty((batch, sizes[-1]), np.float32)
     order = rng.permutation(n)
     spent = np.zeros(4)
@@ -42,10 +42,10 @@ def profile(sizes: list[int], batch: int, threads: int, n: int = 60_000) -> dict
         for b in range(batches):
             t0 = time.perf_counter()
             idx = order[b * batch : (b + 1) * batch]
-            np.take(x, idx, axis=0, out=xb)
-            np.take(y, idx, axis=0, out=yb)
+            xb[:, :-1] = x[idx]
+            np.take(y, idx, axis=0, out=yb, mode="clip")
             t1 = time.perf_counter()
-            cache = net._forward(xb)
+            cache = net._forward_with_ones(xb)
             t2 = time.perf_counter()
             net._backward(cache, yb, grads)
             t3 = time.perf_counter()

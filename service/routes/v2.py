@@ -162,7 +162,7 @@ def _body() -> tuple[InferRequest, memoryview]:
         raise ApiError(415, "bad_encoding", f"unsupported Content-Encoding {encoding!r}")
     header_len = request.headers.get(HEADER)
     if header_len is None:
-        head, rest = raw, b""
+        head, rest = raw, memoryview(b"")
     else:
         if not header_len.isdigit() or int(header_len) > len(raw):
             raise ApiError(
@@ -170,7 +170,8 @@ def _body() -> tuple[InferRequest, memoryview]:
                 "bad_header_length",
                 f"{HEADER} is {header_len!r}, the body has {len(raw)} bytes",
             )
-        head, rest = raw[: int(header_len)], raw[int(header_len) :]
+        # The tensor bytes as a view, not a slice: not copied on their way to numpy.
+        head, rest = raw[: int(header_len)], memoryview(raw)[int(header_len) :]
     try:
         req = InferRequest.model_validate_json(head)
     except ValidationError as exc:
@@ -179,7 +180,7 @@ def _body() -> tuple[InferRequest, memoryview]:
         raise ApiError(
             400, "bad_request", f"invalid inference request at {where}: {first['msg']}"
         ) from None
-    return req, memoryview(rest)
+    return req, rest
 
 
 class _Binary:
