@@ -232,17 +232,16 @@ class Network:
         layer writes its activations into the next one's.
         """
         zs, inputs = [], [x1]
-        last = len(self.layers) - 1
-        for layer, (wb, act) in enumerate(zip(self._augmented, self.layers)):
+        for wb, act in zip(self._augmented[:-1], self.layers[:-1]):
             z = inputs[-1] @ wb
-            zs.append(z)
-            if layer == last:
-                return Cache(zs, inputs, act.forward(z))
             a1 = np.empty((z.shape[0], z.shape[1] + 1), dtype=z.dtype)
             a1[:, -1] = 1
             act.forward(z, out=a1[:, :-1])
+            zs.append(z)
             inputs.append(a1)
-        raise AssertionError("unreachable: a network has at least one layer")
+        z = inputs[-1] @ self._augmented[-1]
+        zs.append(z)
+        return Cache(zs, inputs, self.layers[-1].forward(z))
 
     def backward(self, cache: Cache, y: Array) -> Gradients:
         """BP1-BP4 on the whole batch; returns gradients and leaves the model unchanged."""
@@ -278,7 +277,11 @@ class Network:
         return self.output(self.check_inputs(x))
 
     def output(self, x: Array) -> Array:
-        """``predict`` for rows already checked (by ``check_inputs`` or the caller)."""
+        """``predict`` for rows already checked (by ``check_inputs`` or the caller).
+
+        Adds each bias instead of giving the rows a ones column as training does: with no
+        backward pass to feed, that was measured a little faster (1 and 1,000 rows).
+        """
         a = x
         for w, b, act in zip(self.weights, self.biases, self.layers):
             z = a @ w
