@@ -372,7 +372,9 @@ def test_rollback_recovers_when_the_served_version_breaks(store_dir, digits):
         status, reply = s.request("POST", "/models/digits/load", {"version": 1}, token=TOKEN)
         assert status == 200, reply
         assert wait_for(lambda: s.request("POST", "/predict", {"inputs": [[0.0] * 64]})[0] == 200)
-        assert s.request("GET", "/readyz")[1]["version"] == 1
+        # A worker that served nothing picks the pin up on its next reload tick (2 s), so
+        # /readyz may first reach one that has not yet: wait, as for /predict above.
+        assert wait_for(lambda: s.request("GET", "/readyz")[1].get("version") == 1)
 
 
 def test_a_step_prepared_for_another_shape_is_refused_not_crashed(store_dir):
