@@ -286,11 +286,17 @@ class Registry:
                 if latest is None:
                     return
                 self._write_base(name, latest, pinned=False)
-                metrics.loaded(name, latest)
-                log.info(
-                    "model loaded", extra={"event": "loaded", "model": name, "version": latest}
-                )
+                self._announce("loaded", name, latest)
             self._catch_up(name)
+
+    @staticmethod
+    def _announce(event: str, name: str, version: int, **extra: Any) -> None:
+        """A version now serves: one place for its metric and its log line."""
+        metrics.loaded(name, version)
+        log.info(
+            f"model {event}",
+            extra={"event": event, "model": name, "version": version, **extra},
+        )
 
     def _newest_loadable(self, name: str) -> int | None:
         for version in reversed(self.store.versions(name)):
@@ -333,16 +339,12 @@ class Registry:
                 return
             self._write_base(name, latest, pinned=False)
         self._errors.pop(name, None)
-        metrics.loaded(name, latest)
-        log.info(
-            "model loaded",
-            extra={
-                "event": "loaded",
-                "model": name,
-                "version": latest,
-                "previous": current.version,
-                "discarded_online_steps": current.online_steps,
-            },
+        self._announce(
+            "loaded",
+            name,
+            latest,
+            previous=current.version,
+            discarded_online_steps=current.online_steps,
         )
 
     def pin(self, name: str, version: int) -> Served:
@@ -359,8 +361,7 @@ class Registry:
             raise self._store_error(name, version, exc) from None
         with self._lock(name), self.journal(name).locked():
             served = self._write_base(name, version, pinned=True)
-        metrics.loaded(name, version)
-        log.info("model pinned", extra={"event": "pinned", "model": name, "version": version})
+        self._announce("pinned", name, version)
         return served
 
     def snapshot(self, name: str) -> tuple[Served, Served]:

@@ -98,25 +98,19 @@ common = settings(
 )
 
 
+def bodies(near_valid: st.SearchStrategy) -> st.SearchStrategy:
+    """Near-valid requests, arbitrary bytes and arbitrary JSON, as request bodies."""
+    encode = lambda b: json.dumps(b).encode()  # noqa: E731
+    return st.one_of(near_valid.map(encode), raw_bodies, json_value.map(encode))
+
+
 @common
-@given(
-    body=st.one_of(
-        near_valid_predict.map(lambda b: json.dumps(b).encode()),
-        raw_bodies,
-        json_value.map(lambda b: json.dumps(b).encode()),
-    )
-)
+@given(body=bodies(near_valid_predict))
 def test_predict_bodies_never_5xx(server, body):
     check(server, "/predict", body, None)
 
 
 @common
-@given(
-    body=st.one_of(
-        near_valid_step.map(lambda b: json.dumps(b).encode()),
-        raw_bodies,
-        json_value.map(lambda b: json.dumps(b).encode()),
-    )
-)
+@given(body=bodies(near_valid_step))
 def test_train_step_bodies_never_5xx_and_rejections_change_nothing(server, body):
     check(server, "/train-step", body, TOKEN)

@@ -89,60 +89,23 @@ def v2_error(server, path, body=None, raw=None, headers=None) -> tuple[int, dict
     return status, reply
 
 
+def infer_body(shape=(1, 64), datatype="FP32", name="input", values=None, **extra) -> dict:
+    """A JSON infer request with one all-zero tensor; each error case changes one thing."""
+    n = shape[0] * shape[1] if values is None else values
+    tensor = {"name": name, "shape": list(shape), "datatype": datatype, "data": [0] * n}
+    return {"inputs": [tensor], **extra}
+
+
 @pytest.mark.parametrize(
     "path,body,status,words",
     [
-        (
-            "/v2/models/nope/infer",
-            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
-            404,
-            "nope",
-        ),
-        (
-            "/v2/models/digits/versions/9/infer",
-            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
-            404,
-            "9",
-        ),
-        (
-            "/v2/models/digits/infer",
-            {"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32", "data": [0] * 63}]},
-            400,
-            "[n, 64]",
-        ),
-        (
-            "/v2/models/digits/infer",
-            {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": [0] * 64}]},
-            400,
-            "64 values",
-        ),
-        (
-            "/v2/models/digits/infer",
-            {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "INT8", "data": [0] * 64}]},
-            400,
-            "INT8",
-        ),
-        (
-            "/v2/models/digits/infer",
-            {
-                "inputs": [
-                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}
-                ]
-            },
-            400,
-            "pixels",
-        ),
-        (
-            "/v2/models/digits/infer",
-            {
-                "inputs": [
-                    {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}
-                ],
-                "outputs": [{"name": "logits"}],
-            },
-            400,
-            "logits",
-        ),
+        ("/v2/models/nope/infer", infer_body(), 404, "nope"),
+        ("/v2/models/digits/versions/9/infer", infer_body(), 404, "9"),
+        ("/v2/models/digits/infer", infer_body((1, 63)), 400, "[n, 64]"),
+        ("/v2/models/digits/infer", infer_body((2, 64), values=64), 400, "64 values"),
+        ("/v2/models/digits/infer", infer_body(datatype="INT8"), 400, "INT8"),
+        ("/v2/models/digits/infer", infer_body(name="pixels"), 400, "pixels"),
+        ("/v2/models/digits/infer", infer_body(outputs=[{"name": "logits"}]), 400, "logits"),
         ("/v2/models/digits/infer", {"inputs": "x"}, 400, "inputs"),
     ],
 )
