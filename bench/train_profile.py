@@ -2,9 +2,11 @@
 
 Times each phase inside the real loop (caches as cold as in training), for one case and
 BLAS thread count; run it with 1 and 2 threads to see the element-wise phases slow down
-when two OpenBLAS threads share the products.
+when two OpenBLAS threads share the products.  ``--step numpy`` times the optimizer's
+numpy path instead of its BLAS one (training/blas.py); ``both`` runs the two side by side.
 
     .venv/bin/python bench/train_profile.py 784-512-512-10 128 --threads 1 2
+    .venv/bin/python bench/train_profile.py 784-128-10 128 --threads 2 --step both
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from training import blas
 from training.network import Network
 from training.optimizers import SGD
 
 
-def profile(sizes: list[int], batch: int, threads: int, n: int = 60_000) -> dict:
+def profile(sizes: list[int], batch: int, threads: int, step: str, n: int = 60_000) -> dict:
+    blas.enabled = step == "blas"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, sizes[0]), dtype=np.float32)
     y = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], n)]
@@ -57,6 +61,7 @@ def profile(sizes: list[int], batch: int, threads: int, n: int = 60_000) -> dict
     return {
         "case": f"{'-'.join(map(str, sizes))}/b{batch}",
         "blas_threads": threads,
+        "step": step,
         "gather_us": round(us[0]),
         "forward_us": round(us[1]),
         "backward_us": round(us[2]),
@@ -71,10 +76,13 @@ def main() -> None:
     parser.add_argument("sizes", help="layer sizes, e.g. 784-512-512-10")
     parser.add_argument("batch", type=int)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--step", choices=["blas", "numpy", "both"], default="blas")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split("-")]
+    steps = ["blas", "numpy"] if args.step == "both" else [args.step]
     for threads in args.threads:
-        print(json.dumps(profile(sizes, args.batch, threads)), flush=True)
+        for step in steps:
+            print(json.dumps(profile(sizes, args.batch, threads, step)), flush=True)
 
 
 if __name__ == "__main__":

@@ -86,3 +86,38 @@ def test_bad_hyperparameters_are_named():
         SGD(momentum=1.5)
     with pytest.raises(ValueError, match="learning_rate"):
         SGD(learning_rate=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_blas_step_matches_the_numpy_step(dtype, nesterov, monkeypatch):
+    # The step runs on numpy's OpenBLAS (axpby, axpy) where it can; the numpy path it
+    # replaces stays as the fallback.  Both must compute the same update.
+    from threadpoolctl import threadpool_info
+
+    from training import blas
+
+    rng = np.random.default_rng(3)
+    p, g, v = (rng.normal(size=300_001).astype(dtype) for _ in range(3))
+    if any(i["internal_api"] == "openblas" for i in threadpool_info()):
+        assert blas.routines(p, g, v) is not None, "numpy's OpenBLAS offers no axpby"
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(blas, "enabled", enabled)
+        opt = SGD(learning_rate=0.05, momentum=0.8, nesterov=nesterov)
+        q, state = p.copy(), {"velocity": v.copy(), "step": np.zeros((), np.int64)}
+        opt.step(q, g.copy(), state)
+        results.append((q, state["velocity"]))
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for fast, slow in zip(*results):
+        assert np.allclose(fast, slow, rtol=tol, atol=tol)
+    assert not np.array_equal(results[0][0], p)  # the step did move the parameters
+
+
+def test_blas_is_not_used_for_arrays_it_cannot_take():
+    from training import blas
+
+    a = np.zeros(10, np.float32)
+    assert blas.routines(a, np.zeros(10, np.float64), a) is None  # mixed dtypes
+    assert blas.routines(a, np.zeros(20, np.float32)[::2], a) is None  # strided
+    assert blas.routines(np.zeros(10, np.int64)) is None
