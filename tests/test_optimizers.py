@@ -121,3 +121,9 @@ def test_blas_is_not_used_for_arrays_it_cannot_take():
     assert blas.routines(a, np.zeros(10, np.float64), a) is None  # mixed dtypes
     assert blas.routines(a, np.zeros(20, np.float32)[::2], a) is None  # strided
     assert blas.routines(np.zeros(10, np.int64)) is None
+    frozen = np.zeros(10, np.float32)
+    frozen.flags.writeable = False
+    assert blas.routines(a, a, frozen) is None
+    # ... so a read-only parameter array gets numpy's error, not a crash in C
+    with pytest.raises(ValueError, match="read-only"):
+        SGD().step(frozen, np.ones(10, np.float32), SGD().init_state(a))

@@ -6,7 +6,7 @@ on one core.  OpenBLAS's axpby (y <- a x + b y) and axpy (y <- a x + y) do it in
 passes, and split each over the BLAS threads, so with two threads each core updates
 the half of the parameters that it holds in its cache after the gradient product.
 Measured in the training loop (784-512-512-10, batch 128, two threads): the step went
-from about 410 to about 290 us (bench/train_profile.py).
+from 398 to 285 us (`bench/train_profile.py 784-512-512-10 128 --threads 2 --step both`).
 
 numpy exposes no level-1 BLAS, so the two routines are called through ctypes on the very
 library numpy loaded (found by threadpoolctl), never on a second copy with a thread pool
@@ -50,13 +50,16 @@ class Routines:
 def routines(*arrays: Array) -> Routines | None:
     """The BLAS routines for these arrays, or None where numpy must do the work.
 
-    The arrays must be 1-D, C-contiguous, of one dtype (float32 or float64) and size.
+    The arrays must be 1-D, C-contiguous, writeable (C code writing into read-only
+    memory would crash the process where numpy raises), of one dtype and size.
     """
     first = arrays[0]
     if not enabled or first.dtype not in (np.float32, np.float64) or first.ndim != 1:
         return None
     for a in arrays:
-        if a.dtype != first.dtype or a.shape != first.shape or not a.flags.c_contiguous:
+        if a.dtype != first.dtype or a.shape != first.shape:
+            return None
+        if not (a.flags.c_contiguous and a.flags.writeable):
             return None
     return _load().get(first.dtype.char)
 
