@@ -77,14 +77,18 @@ def _load() -> dict[str, Routines]:
 
 
 def _numpy_openblas() -> ctypes.CDLL | None:
-    """The OpenBLAS numpy loaded: the one inside numpy's own install, else the only one."""
-    numpy_home = os.path.dirname(os.path.dirname(np.__file__))
+    """The OpenBLAS numpy loaded: the one shipped inside numpy, else the only one loaded.
+
+    Not any OpenBLAS under site-packages: scipy, for one, ships its own copy there.
+    """
+    package = os.path.realpath(os.path.dirname(np.__file__))
+    homes = (package + os.sep, package + ".libs" + os.sep)  # numpy/..., numpy.libs/...
     found = [
         c
         for c in ThreadpoolController().select(internal_api="openblas").lib_controllers
         if c.filepath
     ]
-    ours = [c for c in found if os.path.realpath(c.filepath).startswith(numpy_home)]
+    ours = [c for c in found if os.path.realpath(c.filepath).startswith(homes)]
     pick = ours or (found if len(found) == 1 else [])
     return pick[0].dynlib if pick else None
 
