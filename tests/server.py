@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def make_store(path: Path) -> Path:
     (path / "digits").mkdir(parents=True)
     shutil.copytree(DEFAULT_MODEL, path / "digits" / "1")
     return path
+
+
+def serve_copy(tmp: Path, **env: Any) -> Iterator[Server]:
+    """A running server on a fresh copy of the default store under ``tmp`` (for fixtures)."""
+    with Server(make_store(tmp / "models"), **env) as server:
+        yield server
 
 
 class Server:

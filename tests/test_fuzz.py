@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.server import Server, make_store
+from tests.server import serve_copy
 
 TOKEN = "fuzz-token"
 ST = Path(sys.executable).parent / "st"
@@ -20,10 +20,7 @@ ST = Path(sys.executable).parent / "st"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with Server(
-        make_store(tmp_path_factory.mktemp("fuzz") / "models"), train_token=TOKEN, snapshot_every=0
-    ) as s:
-        yield s
+    yield from serve_copy(tmp_path_factory.mktemp("fuzz"), train_token=TOKEN, snapshot_every=0)
 
 
 @pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])

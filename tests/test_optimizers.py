@@ -47,9 +47,13 @@ def test_weight_decay_spares_masked_parameters_and_clipping_bounds_the_step():
     assert np.allclose(p, [-0.6, -0.8])
 
 
-def test_large_parameter_vectors_update_like_small_ones():
-    # The step works block by block; a vector spanning several blocks must get the
-    # same arithmetic as the formula applied at once.
+@pytest.mark.parametrize("use_blas", [True, False], ids=["blas", "numpy"])
+def test_large_parameter_vectors_update_like_small_ones(use_blas, monkeypatch):
+    # Both paths of the step (BLAS over the whole vector; numpy block by block) must
+    # give the formula applied at once on a vector spanning several numpy blocks.
+    from training import blas
+
+    monkeypatch.setattr(blas, "enabled", use_blas)
     rng = np.random.default_rng(0)
     p, g = rng.normal(size=200_003), rng.normal(size=200_003)
     for nesterov in (False, True):

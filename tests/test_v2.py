@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.server import Server, make_store
+from tests.server import serve_copy
 from training.data import load_digits
 
 TOKEN = "v2-token"
@@ -22,10 +22,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with Server(
-        make_store(tmp_path_factory.mktemp("v2") / "models"), train_token=TOKEN, snapshot_every=0
-    ) as s:
-        yield s
+    yield from serve_copy(tmp_path_factory.mktemp("v2"), train_token=TOKEN, snapshot_every=0)
 
 
 @pytest.fixture
