@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from training.network import Network
 from training.optimizers import SGD
-from training.trainer import blas_threads, train_epoch
+from training.trainer import blas_threads, gathers_ahead, train_epoch
 
 CASES = [
     ([784, 30, 10], 10),
@@ -58,9 +58,11 @@ def time_engine(sizes, batch, x, y, dtype, repeats):
         opt = SGD(learning_rate=LR, momentum=MOMENTUM)
         state = opt.init_state(net.params)
         rng = np.random.default_rng(r)
-        with threadpool_limits(blas_threads(sizes, batch, CORES), user_api="blas"):
+        threads = blas_threads(sizes, batch, CORES)
+        ahead = gathers_ahead(sizes, batch, threads, CORES)
+        with threadpool_limits(threads, user_api="blas"):
             t0 = time.perf_counter()
-            train_epoch(net, opt, state, x, y, batch, rng)
+            train_epoch(net, opt, state, x, y, batch, rng, gather_ahead=ahead)
             best = min(best, time.perf_counter() - t0)
     return best
 
@@ -178,6 +180,9 @@ def main() -> None:
                 "dtype": dtype,
                 "samples_per_s": round(sps),
                 "blas_threads": blas_threads(sizes, batch, CORES),
+                "gather_ahead": gathers_ahead(
+                    sizes, batch, blas_threads(sizes, batch, CORES), CORES
+                ),
                 "fraction_of_blas_peak": round(sps * 6 * n_weights(sizes) / peak, 3),
             }
             if have_torch:

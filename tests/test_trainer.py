@@ -1,8 +1,11 @@
+import threading
+
 import numpy as np
 import pytest
 
 from training import SGD, Network, Schedule, fit
 from training.data import Standardizer, load, stratified_split
+from training.trainer import AHEAD_ROWS, _gathered_ahead, gathers_ahead, train_epoch
 
 
 def blobs(n=300, seed=0):
@@ -23,6 +26,51 @@ def test_same_seed_same_data_bit_identical_weights():
     other = Network([2, 16, 3], "relu", loss="cross_entropy", seed=12)
     fit(other, SGD(0.05, 0.9), x, y, epochs=3, batch_size=16, seed=4)
     assert other.params.tobytes() != runs[0]
+
+
+@pytest.mark.parametrize(
+    ("n", "batch"),
+    [
+        (300, 16),  # a short last batch, fewer rows than one chunk
+        (4 * AHEAD_ROWS, 32),  # whole chunks only
+        (3 * AHEAD_ROWS + 70, 32),  # a short last chunk and a short last batch
+        (AHEAD_ROWS + 300, AHEAD_ROWS + 100),  # batches larger than a chunk
+        (50, 64),  # fewer rows than one batch
+    ],
+)
+def test_gathering_ahead_trains_on_the_same_batches(n, batch):
+    """The second thread changes when rows are copied, never which rows or in what order."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, 5))
+    y = np.eye(3)[rng.integers(0, 3, n)]
+    weights = []
+    for ahead in (False, True):
+        net = Network([5, 8, 3], "tanh", loss="cross_entropy", dtype="float64", seed=2)
+        opt = SGD(0.05, 0.9)
+        state = opt.init_state(net.params)
+        for epoch in range(2):
+            rng_e = np.random.default_rng(epoch)
+            train_epoch(net, opt, state, x, y, batch, rng_e, gather_ahead=ahead)
+        weights.append(net.params.tobytes())
+    assert weights[0] == weights[1]
+
+
+def test_gathering_ahead_is_only_chosen_when_a_core_is_idle():
+    assert gathers_ahead([784, 128, 10], 32, threads=1, cores=2)
+    assert not gathers_ahead([784, 128, 10], 32, threads=2, cores=2)
+    assert not gathers_ahead([784, 128, 10], 32, threads=1, cores=1)
+    assert not gathers_ahead([784, 30, 10], 10, threads=1, cores=2)  # too small a batch
+
+
+def test_an_abandoned_epoch_stops_its_gathering_thread():
+    x = np.random.default_rng(0).standard_normal((10 * AHEAD_ROWS, 4))
+    y = np.zeros((len(x), 2))
+    batches = _gathered_ahead(x, y, np.arange(len(x)), 32)
+    xb, _ = next(batches)
+    assert np.array_equal(xb[:, :-1], x[:32]) and (xb[:, -1] == 1).all()
+    assert any(t.name.startswith("gather") for t in threading.enumerate())
+    batches.close()  # what an exception in the training loop does to the generator
+    assert not any(t.name.startswith("gather") for t in threading.enumerate())
 
 
 def test_schedules():
