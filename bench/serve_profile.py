@@ -101,6 +101,55 @@ def forward_malloc() -> dict:
     }
 
 
+INTERLEAVED_CHILD = textwrap.dedent("""
+    import json, os, sys, tempfile, time
+    from pathlib import Path
+    import numpy as np
+    sys.path.insert(0, {root!r})
+    from threadpoolctl import threadpool_limits
+    from tests.server import make_store
+    os.environ["BPSERVE_MODELS_DIR"] = str(make_store(Path(tempfile.mkdtemp())))
+    os.environ["BPSERVE_LOG_REQUESTS"] = "false"
+    from service.app import create_app
+    from service.schemas import PredictRequest, parse, to_matrix
+    from training.store import ModelStore
+    threadpool_limits(1, user_api="blas")
+    client = create_app().test_client()
+    model, _ = ModelStore({models!r}).load("digits")
+    req = parse(PredictRequest, json.dumps({{"inputs": {row!r}}}).encode())
+    def numpy_steps():
+        x = to_matrix(req.inputs, "inputs", 64, 10_000, np.float32)
+        out = model.output(x)
+        return out.tolist(), model.predict_labels(out)
+    result = {{}}
+    for between in (0, 1, 3, 0, 1, 3):
+        spent = 0.0
+        for _ in range(1000):
+            for _ in range(between):
+                client.get("/healthz")
+            t0 = time.perf_counter()
+            numpy_steps()
+            spent += time.perf_counter() - t0
+        us = round(spent / 1000 * 1e6, 1)
+        result[between] = min(us, result.get(between, us))
+    print(json.dumps(result))
+""")
+
+
+def interleaved() -> dict:
+    """The 1-row handler's numpy steps, alone in a loop and with whole in-process requests
+    (Flask's test client, /healthz) run between them, as a live worker runs them."""
+    code = INTERLEAVED_CHILD.format(root=str(ROOT), models=str(ROOT / "models"), row=ROW)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    us = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "case": "1-row numpy steps (to array, forward, reply values), us, best of 2 rounds",
+        "alone": us["0"],
+        "after_1_request": us["1"],
+        "after_3_requests": us["3"],
+    }
+
+
 BARE_APP = textwrap.dedent("""
     from flask import Flask, jsonify, request
     app = Flask(__name__)
@@ -230,6 +279,7 @@ def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
 def main(seconds: int = 5) -> None:
     print(json.dumps(handler_pieces()), flush=True)
     print(json.dumps(forward_malloc()), flush=True)
+    print(json.dumps(interleaved()), flush=True)
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
         print(json.dumps(bare_flask(wrk, Path(tmp), seconds)), flush=True)
