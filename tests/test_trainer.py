@@ -3,9 +3,12 @@ import threading
 import numpy as np
 import pytest
 
-from training import SGD, Network, Schedule, fit
+from training import SGD, Network, Schedule, fit, trainer
 from training.data import Standardizer, load, stratified_split
-from training.trainer import AHEAD_ROWS, _gathered_ahead, gathers_ahead, train_epoch
+from training.trainer import _gathered_ahead, gathers_ahead, train_epoch
+
+CHUNK = 512  # rows per chunk in the tests below (AHEAD_BYTES is set to make it so)
+ROW_BYTES = (5 + 1) * 8 + 3 * 8  # 5 float64 features, the ones column, 3 targets
 
 
 def blobs(n=300, seed=0):
@@ -32,14 +35,15 @@ def test_same_seed_same_data_bit_identical_weights():
     ("n", "batch"),
     [
         (300, 16),  # a short last batch, fewer rows than one chunk
-        (4 * AHEAD_ROWS, 32),  # whole chunks only
-        (3 * AHEAD_ROWS + 70, 32),  # a short last chunk and a short last batch
-        (AHEAD_ROWS + 300, AHEAD_ROWS + 100),  # batches larger than a chunk
+        (4 * CHUNK, 32),  # whole chunks only
+        (3 * CHUNK + 70, 32),  # a short last chunk and a short last batch
+        (CHUNK + 300, CHUNK + 100),  # batches larger than a chunk
         (50, 64),  # fewer rows than one batch
     ],
 )
-def test_gathering_ahead_trains_on_the_same_batches(n, batch):
+def test_gathering_ahead_trains_on_the_same_batches(n, batch, monkeypatch):
     """The second thread changes when rows are copied, never which rows or in what order."""
+    monkeypatch.setattr(trainer, "AHEAD_BYTES", CHUNK * ROW_BYTES)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, 5))
     y = np.eye(3)[rng.integers(0, 3, n)]
@@ -63,7 +67,7 @@ def test_gathering_ahead_is_only_chosen_when_a_core_is_idle():
 
 
 def test_an_abandoned_epoch_stops_its_gathering_thread():
-    x = np.random.default_rng(0).standard_normal((10 * AHEAD_ROWS, 4))
+    x = np.random.default_rng(0).standard_normal((10 * CHUNK, 4))
     y = np.zeros((len(x), 2))
     batches = _gathered_ahead(x, y, np.arange(len(x)), 32)
     xb, _ = next(batches)

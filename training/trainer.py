@@ -113,8 +113,7 @@ def _gather_into(x: Array, y: Array, idx: Array, xb: Array, yb: Array, take: boo
     # Rows go straight into a buffer whose last column stays 1 (the network's bias
     # column, see training/network.py).  On the training thread, fancy indexing then
     # one copy was measured faster than np.take into the strided view; on the second
-    # thread np.take is faster (it holds the GIL for less of the copy).  mode="clip"
-    # skips take's defensive copy (idx is in range).
+    # thread np.take was.  mode="clip" skips take's defensive copy (idx is in range).
     if take:
         np.take(x, idx, axis=0, out=xb[:, :-1], mode="clip")
     else:
@@ -131,11 +130,12 @@ def _gathered(x: Array, y: Array, order: Array, batch_size: int) -> Iterator[tup
         yield xb, yb
 
 
-# Rows gathered per hand-over between the threads.  Small enough that two chunks stay
-# in the L2 caches (512 x 785 float32 is 1.6 MB), large enough that the hand-over
-# (tens of microseconds) is paid once per several batches.  Measured on 784-128-10 at
+# Bytes of rows gathered per hand-over between the threads: about 512 rows of 784
+# float32 features.  Small enough that two chunks stay in the L2 caches, large enough
+# that the hand-over (tens of microseconds) is paid once per several batches; counted
+# in bytes so that wide rows do not make the buffers large.  Measured on 784-128-10 at
 # batch 32, one BLAS thread: 512 rows gained more than 2,048 or 8,192.
-AHEAD_ROWS = 512
+AHEAD_BYTES = 1_600_000
 
 
 def _gathered_ahead(
@@ -145,9 +145,10 @@ def _gathered_ahead(
 
     Two chunk buffers alternate: the thread fills one while the batches of the other
     are used, and a chunk is only refilled after its last batch has been trained on.
-    numpy releases the GIL while it copies, so the gathering runs on the idle core.
+    np.take releases the GIL while it copies, so the gathering runs on the idle core.
     """
-    per_chunk = max(1, AHEAD_ROWS // batch_size) * batch_size
+    row_bytes = (x.shape[1] + 1) * x.itemsize + y.shape[1] * y.itemsize
+    per_chunk = max(1, AHEAD_BYTES // (row_bytes * batch_size)) * batch_size
     buffers = [
         (
             np.ones((per_chunk, x.shape[1] + 1), dtype=x.dtype),
