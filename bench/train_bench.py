@@ -51,15 +51,13 @@ def n_weights(sizes: list[int]) -> int:
     return sum(a * b for a, b in pairwise(sizes))
 
 
-def time_engine(sizes, batch, x, y, dtype, repeats):
+def time_engine(sizes, batch, x, y, dtype, repeats, threads, ahead):
     best = np.inf
     for r in range(repeats):
         net = Network(sizes, "relu", loss="cross_entropy", dtype=dtype, seed=r)
         opt = SGD(learning_rate=LR, momentum=MOMENTUM)
         state = opt.init_state(net.params)
         rng = np.random.default_rng(r)
-        threads = blas_threads(sizes, batch, CORES)
-        ahead = gathers_ahead(sizes, batch, threads, CORES)
         with threadpool_limits(threads, user_api="blas"):
             t0 = time.perf_counter()
             train_epoch(net, opt, state, x, y, batch, rng, gather_ahead=ahead)
@@ -173,16 +171,16 @@ def main() -> None:
         print(json.dumps({"case": "blas_peak", "dtype": dtype, "gflops": round(peak / 1e9, 1)}))
         x, y, labels = synthetic(args.samples, dtype)
         for sizes, batch in CASES:
-            t = time_engine(sizes, batch, x, y, dtype, args.repeats)
+            threads = blas_threads(sizes, batch, CORES)
+            ahead = gathers_ahead(sizes, batch, threads, CORES)
+            t = time_engine(sizes, batch, x, y, dtype, args.repeats, threads, ahead)
             sps = args.samples / t
             row = {
                 "case": f"{'-'.join(map(str, sizes))}/b{batch}",
                 "dtype": dtype,
                 "samples_per_s": round(sps),
-                "blas_threads": blas_threads(sizes, batch, CORES),
-                "gather_ahead": gathers_ahead(
-                    sizes, batch, blas_threads(sizes, batch, CORES), CORES
-                ),
+                "blas_threads": threads,
+                "gather_ahead": ahead,
                 "fraction_of_blas_peak": round(sps * 6 * n_weights(sizes) / peak, 3),
             }
             if have_torch:

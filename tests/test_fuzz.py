@@ -32,11 +32,10 @@ def schema_server(tmp_path_factory):
 
 @pytest.mark.parametrize("with_token", [True, False], ids=["token", "no-token"])
 def test_schemathesis_finds_no_server_error(schema_server, with_token, tmp_path):
-    server = schema_server
     cmd = [
         str(ST),
         "run",
-        f"http://127.0.0.1:{server.port}/openapi.json",
+        f"http://127.0.0.1:{schema_server.port}/openapi.json",
         "--checks",
         "not_a_server_error",
         "--max-examples",
