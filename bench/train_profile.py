@@ -36,6 +36,7 @@ def profile(sizes: list[int], batch: int, threads: int, step: str, n: int = 60_0
     opt = SGD(0.01, 0.9)
     state = opt.init_state(net.params)
     grads = np.empty_like(net.params)
+    slots = net.augmented_views(grads)
     xb = np.ones((batch, sizes[0] + 1), np.float32)  # as train_epoch: a ones column
     yb = np.empty((batch, sizes[-1]), np.float32)
     order = rng.permutation(n)
@@ -51,7 +52,7 @@ def profile(sizes: list[int], batch: int, threads: int, step: str, n: int = 60_0
             t1 = time.perf_counter()
             cache = net._forward_with_ones(xb)
             t2 = time.perf_counter()
-            net._backward(cache, yb, grads)
+            net._backprop(cache, yb, slots)
             t3 = time.perf_counter()
             opt.step(net.params, grads, state)
             t4 = time.perf_counter()

@@ -163,7 +163,7 @@ class Network:
                 )
             self.params = params
             self.weights, self.biases = _layer_views(self.params, self.sizes)
-        self._augmented = _augmented_views(self.params, self.sizes)
+        self._augmented = self.augmented_views(self.params)
 
     # -- description --------------------------------------------------------------
     @property
@@ -191,7 +191,7 @@ class Network:
         new.__dict__.update(self.__dict__)
         new.params = self.params.copy() if params is None else params
         new.weights, new.biases = _layer_views(new.params, new.sizes)
-        new._augmented = _augmented_views(new.params, new.sizes)
+        new._augmented = new.augmented_views(new.params)
         return new
 
     def _initialise(self, rng: np.random.Generator) -> None:
@@ -249,19 +249,28 @@ class Network:
         return self._backward(cache, y, np.empty_like(self.params))
 
     def _backward(self, cache: Cache, y: Array, out: Array) -> Gradients:
-        # ``out`` (flat, shaped like params) lets the training loop reuse one buffer.
+        # ``out`` (flat, shaped like params) lets the caller choose the buffer.
+        self._backprop(cache, y, self.augmented_views(out))
+        return Gradients(out, *_layer_views(out, self.sizes))
+
+    def augmented_views(self, flat: Array) -> list[Array]:
+        """Each layer's [W; b] block of a flat array shaped like ``params``."""
+        return _augmented_views(flat, self.sizes)
+
+    def _backprop(self, cache: Cache, y: Array, g_wbs: list[Array]) -> None:
+        """BP1-BP4 into each layer's [dC/dW; dC/db] view (``augmented_views`` of one
+        buffer): the training loop makes the views once per epoch, not once per batch."""
         inputs, zs = cache.inputs, cache.zs
         # BP1: the output error, already averaged over the batch by the loss.
         delta = self.loss.delta(cache.output, zs[-1], y, self.layers[-1])
-        for layer, g_wb in reversed(list(enumerate(_augmented_views(out, self.sizes)))):
+        for layer in range(len(g_wbs) - 1, -1, -1):
             # BP4 and BP3 in one product: [a 1]^T delta = [dC/dW; dC/db].
-            np.matmul(inputs[layer].T, delta, out=g_wb)
+            np.matmul(inputs[layer].T, delta, out=g_wbs[layer])
             if layer:
                 # BP2: back through W^T, then through the activation's derivative.
                 grad_a = delta @ self.weights[layer].T
                 a = inputs[layer][:, :-1]
                 delta = self.layers[layer - 1].backward(zs[layer - 1], a, grad_a)
-        return Gradients(out, *_layer_views(out, self.sizes))
 
     def gradients(self, x: Array, y: Array) -> Gradients:
         cache = self.forward(x)

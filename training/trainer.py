@@ -96,16 +96,17 @@ def train_epoch(
     order = rng.permutation(n)
     decay_mask = net.decay_mask() if opt.weight_decay else None
     grads = np.empty_like(net.params)
+    slots = net.augmented_views(grads)
     full = n - n % batch_size
     gather = _gathered_ahead if gather_ahead else _gathered
     for xb, yb in gather(x, y, order[:full], batch_size):
         cache = net._forward_with_ones(xb)
-        net._backward(cache, yb, grads)
+        net._backprop(cache, yb, slots)
         opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
     if full < n:  # the last, short batch
         idx = order[full:]
         cache = net._forward(x[idx])
-        net._backward(cache, y[idx], grads)
+        net._backprop(cache, y[idx], slots)
         opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
 
 
@@ -132,7 +133,7 @@ def _gathered(x: Array, y: Array, order: Array, batch_size: int) -> Iterator[tup
 
 # Bytes of rows gathered per hand-over between the threads: about 512 rows of 784
 # float32 features.  Small enough that two chunks stay in the L2 caches, large enough
-# that the hand-over (tens of microseconds) is paid once per several batches; counted
+# that the hand-over between the threads is paid once per several batches; counted
 # in bytes so that wide rows do not make the buffers large.  Measured on 784-128-10 at
 # batch 32, one BLAS thread: 512 rows gained more than 2,048 or 8,192.
 AHEAD_BYTES = 1_600_000
