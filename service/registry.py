@@ -1,10 +1,11 @@
 """The models being served, derived from the store and each model's training journal.
 
 A prediction takes the current ``Served`` snapshot once and uses only it, so it always
-sees one whole, consistent set of weights; before that, one ``stat`` of the journal
-tells whether another worker has appended since, and if so the new records are
-replayed first.  So every worker serves every step acknowledged before the request
-arrived (the staleness bound is zero for acknowledged steps).
+sees one whole, consistent set of weights.  Before that, the journal's change counter
+(shared memory, no system call) tells whether any worker has changed the journal since
+this one last looked; if so, one ``stat`` and the new records are replayed first.  So
+every worker serves every step acknowledged before the request arrived (the staleness
+bound is zero for acknowledged steps).
 
 Everything that changes what is served goes through the journal under its file lock:
 a train-step appends a ``step``; hot reload, pin/rollback and snapshot write a new
@@ -85,6 +86,7 @@ class Registry:
         self.reload_interval = reload_interval
         self.snapshot_every = snapshot_every
         self._served: dict[str, Served] = {}
+        self._heard: dict[str, int | None] = {}  # journal change counter at the last check
         self._journals: dict[str, FileJournal] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._errors: dict[str, dict[str, Any]] = {}
@@ -125,8 +127,13 @@ class Registry:
             metrics.served_version(served.name, served.version)
 
     # -- reading ----------
-    def get(self, name: str) -> Served:
-        """The current snapshot, caught up with the journal (one stat when nothing changed)."""
+    def get(self, name: str, *, full_check: bool = False) -> Served:
+        """The current snapshot, caught up with the journal.
+
+        When the journal's change counter has not moved since the last check, nothing
+        was appended since; ``full_check`` (the watcher's) looks at the file regardless,
+        which also finds a step whose writer died before bumping the counter.
+        """
         served = self._served.get(name)
         if served is None:
             raise ApiError(
@@ -135,8 +142,12 @@ class Registry:
                 f"no model named {name!r} is served",
                 {"served": sorted(self._served)},
             )
-        if self.journal(name).position() != served.position:
-            served = self._catch_up(name)
+        journal = self.journal(name)
+        heard = journal.changes()  # before the stat: a change after it moves the counter
+        if full_check or heard is None or heard != self._heard.get(name):
+            if journal.position() != served.position:
+                served = self._catch_up(name)
+            self._heard[name] = heard
         return served
 
     def version(self, name: str, version: int) -> tuple[Model, int]:
@@ -270,7 +281,7 @@ class Registry:
                 if name not in self._served:
                     self._start(name)
                 else:
-                    self.get(name)
+                    self.get(name, full_check=True)
                 self._maybe_reload(name)
             except (StoreError, ApiError) as exc:
                 self._errors[name] = {"version": None, "problem": str(exc)}

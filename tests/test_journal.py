@@ -1,9 +1,14 @@
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training.journal import FileJournal, Record, encode
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def step(i: int) -> Record:
@@ -79,3 +84,32 @@ def test_rebase_compacts_and_readers_start_over(journal):
     assert new.ident != old.ident
     assert [(r.kind, r.meta["version"]) for _, r in records] == [("base", 2)]
     assert journal.path.stat().st_size == new.offset
+
+
+def test_every_change_moves_the_counter_other_processes_read(journal, tmp_path):
+    reader = FileJournal(tmp_path)  # another worker's view: its own mapping of the file
+    seen = [reader.changes()]
+    with journal.locked():
+        journal.rebase(Record("base", {"version": 1, "pinned": False, "segment": "s1"}))
+        seen.append(reader.changes())
+        journal.append(step(0))
+        seen.append(reader.changes())
+    journal.path.write_bytes(journal.path.read_bytes() + b"torn")
+    with FileJournal(tmp_path).locked():  # a fresh writer repairs the tail
+        pass
+    seen.append(reader.changes())
+    assert seen == [0, 1, 2, 3]
+    # and from a separate process, through the shared file
+    code = """
+import sys
+from pathlib import Path
+from training.journal import FileJournal, Record
+j = FileJournal(Path(sys.argv[1]))
+with j.locked():
+    j.rebase(Record("base", {"version": 2, "pinned": False, "segment": "s2"}))
+"""
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT)
+    assert reader.changes() == 4
+    # nothing else moves it: reading and checking positions do not
+    journal.read(None), reader.read(None), journal.position()
+    assert reader.changes() == journal.changes() == 4

@@ -307,10 +307,14 @@ def test_snapshot_then_restart_serves_the_snapshot(store_dir, digits):
 
 
 def test_workers_agree_after_train_steps(store_dir, digits):
-    """Three workers; after K steps every worker answers identically, like the engine."""
+    """Three workers; after K steps every worker answers identically, like the engine.
+
+    The watcher polls only once a minute here, so each worker can have learnt of the
+    other workers' steps only from the journal's change counter, on the request itself.
+    """
     from training.online import apply_step
 
-    with Server(store_dir, train_token=TOKEN, workers=3) as s:
+    with Server(store_dir, train_token=TOKEN, workers=3, reload_interval=60) as s:
         x, labels = digits.x[:16], [str(v) for v in digits.y[:16]]
         for _ in range(5):
             assert (

@@ -15,8 +15,15 @@ an incomplete one.  Each record is framed as magic, length, CRC32, payload; a to
 corrupt tail (a crash mid-append) is detected by its frame and truncated by the next
 writer, keeping every record before it.
 
+After each change a writer also bumps a counter in a small shared file, which readers
+map into memory (``changes``): checking it costs no system call, where a ``stat`` of
+the journal on every request was a measurable part of a 1-row prediction (BENCHMARKS.md,
+Serving).  The counter is a hint, read before the journal: if it has not moved, no
+writer finished a change since.  A writer that died between its append and its bump
+is found by the next full check (the service's watcher makes one on every poll).
+
 ``Journal`` is the interface; ``FileJournal`` is its first implementation.  A log in a
-distributed engine (docs/scaling.md) would implement the same four methods.
+distributed engine (docs/scaling.md) would implement the same methods.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import mmap
 import os
 import struct
 import zlib
@@ -40,6 +48,7 @@ log = logging.getLogger("bpserve")
 MAGIC = b"BPJ1"
 FRAME = struct.Struct("<4sII")  # magic, payload length, crc32 of payload
 JSON_LEN = struct.Struct("<I")
+COUNTER = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, Record]], int, st
 class Journal(Protocol):
     def position(self) -> Position | None: ...
 
+    def changes(self) -> int | None: ...
+
     def read(
         self, since: Position | None
     ) -> tuple[list[tuple[Position, Record]], Position | None]: ...
@@ -136,6 +147,8 @@ class FileJournal:
     def __init__(self, model_dir: Path) -> None:
         self.path = model_dir / "journal.log"
         self.lock_path = model_dir / ".journal.lock"
+        self.bell_path = model_dir / ".journal.changes"
+        self._bell: mmap.mmap | None = None
         # Everything before this position was read whole and valid under the lock, so
         # taking the lock checks only what others appended since (not the whole file).
         self._verified: Position | None = None
@@ -147,6 +160,35 @@ class FileJournal:
         except FileNotFoundError:
             return None
         return Position(st.st_ino, st.st_size)
+
+    def changes(self) -> int | None:
+        """A counter every writer bumps after changing the journal, read from shared
+        memory.  Read it before ``position``: when it has not moved since the last full
+        check, no change finished in between.  None where it cannot be mapped (the
+        caller then checks ``position`` every time)."""
+        bell = self._bell or self._map_bell()
+        return None if bell is None else COUNTER.unpack_from(bell)[0]
+
+    def _map_bell(self) -> mmap.mmap | None:
+        try:
+            fd = os.open(self.bell_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size < COUNTER.size:
+                os.ftruncate(fd, COUNTER.size)  # zeros; a no-op once another process grew it
+            self._bell = mmap.mmap(fd, COUNTER.size)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return self._bell
+
+    def _ring(self) -> None:
+        """Bump the counter; call with the lock held, after the change is durable."""
+        bell = self._bell or self._map_bell()
+        if bell is not None:
+            COUNTER.pack_into(bell, 0, (COUNTER.unpack_from(bell)[0] + 1) % 2**64)
 
     def read(self, since: Position | None) -> tuple[list[tuple[Position, Record]], Position | None]:
         """Records after ``since`` (from the start if the file was replaced).
@@ -210,6 +252,7 @@ class FileJournal:
         with open(self.path, "r+b") as f:
             f.truncate(end)
             os.fsync(f.fileno())
+        self._ring()
 
     def append(self, record: Record) -> Position:
         """Append and fsync; call with the lock held.  Returns the new end."""
@@ -222,6 +265,7 @@ class FileJournal:
         finally:
             os.close(fd)
         self._verified = Position(st.st_ino, st.st_size)
+        self._ring()
         return self._verified
 
     def rebase(self, record: Record) -> Position:
@@ -240,4 +284,5 @@ class FileJournal:
             os.close(dfd)
         st = os.stat(self.path)
         self._verified = Position(st.st_ino, st.st_size)
+        self._ring()
         return self._verified

@@ -16,6 +16,8 @@ from training.data import Standardizer
 from training.network import Network
 from training.optimizers import SGD
 
+FEW_ROWS = 64  # predict_labels picks up to this many rows in Python
+
 Array = np.ndarray
 
 
@@ -64,10 +66,23 @@ class Model:
         one check per request, not three)."""
         return self.network.output(self.standardize(x))
 
-    def predict_labels(self, outputs: Array) -> list[str] | None:
+    def predict_labels(
+        self, outputs: Array, values: list[list[float]] | None = None
+    ) -> list[str] | None:
+        """Each row's class: the first largest output, as ``argmax`` (NaN counts as largest).
+
+        ``values`` is ``outputs.tolist()`` where the caller has it (the service's reply).
+        A few rows are then picked with Python's ``max``: in a live worker one numpy call
+        cost more than these comparisons (BENCHMARKS.md, Serving).  Where NaN could
+        make ``max`` disagree with ``argmax`` (the row sums are NaN), numpy picks.
+        """
         if self.labels is None:
             return None
-        return [self.labels[i] for i in outputs.argmax(axis=1)]
+        if values is not None and len(values) <= FEW_ROWS:
+            total = sum(map(sum, values))
+            if total == total:  # no NaN anywhere
+                return [self.labels[row.index(max(row))] for row in values]
+        return [self.labels[i] for i in outputs.argmax(axis=1).tolist()]
 
     def targets_from_labels(self, labels: list) -> Array:
         """One-hot rows for class names; a ValueError names the first unknown one."""

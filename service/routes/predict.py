@@ -28,7 +28,8 @@ def predict(name: str | None = None, version: int | None = None):
     outputs = model.output(x)
     g.rows = len(x)
     metrics.predicted(name, version, len(x))
+    values = outputs.tolist()
     resp = PredictResponse.model_construct(
-        model=name, version=version, outputs=outputs.tolist(), labels=model.predict_labels(outputs)
+        model=name, version=version, outputs=values, labels=model.predict_labels(outputs, values)
     )
     return current_app.response_class(resp.model_dump_json(), mimetype="application/json")
