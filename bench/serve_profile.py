@@ -7,7 +7,9 @@
    1-row body, to see what a body alone costs the stack.
 4. bpserve's own /healthz and /predict under gunicorn with 1, 2 and 4 threads.
 5. The same bare app with /predict's steps added one at a time (read, parse, array,
-   forward, reply), 1 thread: what each step costs in a live worker.
+   forward, reply), 1 thread: what each step costs in a live worker; the reply with
+   labels by numpy's argmax and picked in Python; and reading the body plus one stat
+   of a journal file, what each request did before the journal's change counter.
 
     .venv/bin/python bench/serve_profile.py
 """
@@ -210,6 +212,7 @@ def bare_flask(wrk: str, tmp: Path, seconds: int) -> dict:
 
 
 STEPS_APP = textwrap.dedent("""
+    import os
     import sys
     sys.path.insert(0, {root!r})
     import numpy as np
@@ -232,22 +235,39 @@ STEPS_APP = textwrap.dedent("""
         if upto >= 4:
             out = model.predict(x)
         if upto >= 5:
-            reply = PredictResponse.model_construct(model="digits", version=1, outputs=out.tolist(),
-                                                   labels=model.predict_labels(out))
+            values = out.tolist()
+            # 5: labels by numpy's argmax (as before); 6: picked from the reply's values
+            labels = model.predict_labels(out, values if upto >= 6 else None)
+            reply = PredictResponse.model_construct(model="digits", version=1, outputs=values,
+                                                   labels=labels)
             return Response(reply.model_dump_json(), mimetype="application/json")
+        return Response(OK, mimetype="application/json")
+
+    @app.post("/stat")
+    def stat():
+        # what every request did before the journal's change counter: one stat of a file
+        request.get_data()
+        try:
+            os.stat({journal!r})
+        except FileNotFoundError:
+            pass
         return Response(OK, mimetype="application/json")
 """)
 
 
 def steps(wrk: str, tmp: Path, seconds: int) -> dict:
-    (tmp / "steps_app.py").write_text(STEPS_APP.format(root=str(ROOT), models=str(ROOT / "models")))
+    journal = make_store(tmp / "models-steps") / "digits" / "journal.log"
+    journal.write_bytes(b"")
+    app = STEPS_APP.format(root=str(ROOT), models=str(ROOT / "models"), journal=str(journal))
+    (tmp / "steps_app.py").write_text(app)
     port, proc = start_gunicorn(tmp, "steps_app", threads=1)
     script = lua_post(tmp / "steps.lua", {"inputs": ROW})
     out = {"case": "bare app + /predict's steps, 1 worker x 1 thread (us per request)"}
+    names = ["read_body", "+parse", "+to_array", "+forward", "+reply", "+reply_python_labels"]
     try:
         time.sleep(3)
-        for upto, name in enumerate(["read_body", "+parse", "+to_array", "+forward", "+reply"], 1):
-            rps = run_wrk(wrk, f"http://127.0.0.1:{port}/{upto}", seconds, 8, script)["rps"]
+        for path, name in [*enumerate(names, 1), ("stat", "read_body_and_stat")]:
+            rps = run_wrk(wrk, f"http://127.0.0.1:{port}/{path}", seconds, 8, script)["rps"]
             out[name] = round(1e6 / rps)
     finally:
         proc.terminate()
