@@ -72,9 +72,10 @@ class Model:
         """Each row's class: the first largest output, as ``argmax`` (NaN counts as largest).
 
         ``values`` is ``outputs.tolist()`` where the caller has it (the service's reply).
-        A few rows are then picked with Python's ``max``: in a live worker one numpy call
-        cost more than these comparisons (BENCHMARKS.md, Serving).  Where NaN could
-        make ``max`` disagree with ``argmax`` (the row sums are NaN), numpy picks.
+        A few rows are then picked with Python's ``max``: in a live bpserve worker, numpy's
+        argmax for a 1-row reply cost far more than these comparisons (BENCHMARKS.md,
+        Serving).  Where NaN could make ``max`` disagree with ``argmax`` (the row sums are
+        NaN), numpy picks.
         """
         if self.labels is None:
             return None
