@@ -69,7 +69,7 @@ def gathers_ahead(sizes: list[int], batch_size: int, threads: int, cores: int = 
     Only when the BLAS leaves a core idle, and only for batches big enough that their
     copy is worth moving off the training thread: measured on 2 cores with one BLAS
     thread, 784-128-10 at batch 32 (25,088 values a batch) trains about 10 % faster,
-    784-30-10 at batch 10 (7,840) about 7 % slower, as the rows then arrive from the
+    784-30-10 at batch 10 (7,840) about 12 % slower, as the rows then arrive from the
     other core's cache.  With both cores on the BLAS, gathering ahead only competes.
     """
     return threads < cores and sizes[0] * batch_size >= 16_384
