@@ -52,16 +52,19 @@ def handler_pieces() -> dict:
     req = parse(PredictRequest, body)
     x = to_matrix(req.inputs, "inputs", 64, 10_000, np.float32)
     out = model.predict(x)
+
+    def reply(out: np.ndarray) -> str:  # as service/routes/predict.py builds it
+        values = out.tolist()
+        return PredictResponse.model_construct(
+            model="digits", version=1, outputs=values, labels=model.predict_labels(out, values)
+        ).model_dump_json()
+
     return {
         "case": "1-row handler pieces, in process (us)",
         "parse_and_validate": us(lambda: parse(PredictRequest, body)),
         "to_array": us(lambda: to_matrix(req.inputs, "inputs", 64, 10_000, np.float32)),
         "forward": us(lambda: model.predict(x)),
-        "reply": us(
-            lambda: PredictResponse.model_construct(
-                model="digits", version=1, outputs=out.tolist(), labels=model.predict_labels(out)
-            ).model_dump_json()
-        ),
+        "reply": us(lambda: reply(out)),
         "metrics": us(
             lambda: (
                 metrics.request("/predict", 200, 0.001, "digits", "1"),

@@ -66,7 +66,8 @@ def test_gathering_ahead_is_only_chosen_when_a_core_is_idle():
     assert not gathers_ahead([784, 30, 10], 10, threads=1, cores=2)  # too small a batch
 
 
-def test_an_abandoned_epoch_stops_its_gathering_thread():
+def test_an_abandoned_epoch_stops_its_gathering_thread(monkeypatch):
+    monkeypatch.setattr(trainer, "AHEAD_BYTES", CHUNK * ((4 + 1) * 8 + 2 * 8))
     x = np.random.default_rng(0).standard_normal((10 * CHUNK, 4))
     y = np.zeros((len(x), 2))
     batches = _gathered_ahead(x, y, np.arange(len(x)), 32)

@@ -147,8 +147,8 @@ class FileJournal:
     def __init__(self, model_dir: Path) -> None:
         self.path = model_dir / "journal.log"
         self.lock_path = model_dir / ".journal.lock"
-        self.bell_path = model_dir / ".journal.changes"
-        self._bell: mmap.mmap | None = None
+        self.counter_path = model_dir / ".journal.changes"
+        self._counter: mmap.mmap | None = None
         # Everything before this position was read whole and valid under the lock, so
         # taking the lock checks only what others appended since (not the whole file).
         self._verified: Position | None = None
@@ -166,29 +166,29 @@ class FileJournal:
         memory.  Read it before ``position``: when it has not moved since the last full
         check, no change finished in between.  None where it cannot be mapped (the
         caller then checks ``position`` every time)."""
-        bell = self._bell or self._map_bell()
-        return None if bell is None else COUNTER.unpack_from(bell)[0]
+        counter = self._counter or self._map_counter()
+        return None if counter is None else COUNTER.unpack_from(counter)[0]
 
-    def _map_bell(self) -> mmap.mmap | None:
+    def _map_counter(self) -> mmap.mmap | None:
         try:
-            fd = os.open(self.bell_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.counter_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return None
         try:
             if os.fstat(fd).st_size < COUNTER.size:
                 os.ftruncate(fd, COUNTER.size)  # zeros; a no-op once another process grew it
-            self._bell = mmap.mmap(fd, COUNTER.size)
+            self._counter = mmap.mmap(fd, COUNTER.size)
         except OSError:
             return None
         finally:
             os.close(fd)
-        return self._bell
+        return self._counter
 
-    def _ring(self) -> None:
+    def _bump(self) -> None:
         """Bump the counter; call with the lock held, after the change is durable."""
-        bell = self._bell or self._map_bell()
-        if bell is not None:
-            COUNTER.pack_into(bell, 0, (COUNTER.unpack_from(bell)[0] + 1) % 2**64)
+        counter = self._counter or self._map_counter()
+        if counter is not None:
+            COUNTER.pack_into(counter, 0, (COUNTER.unpack_from(counter)[0] + 1) % 2**64)
 
     def read(self, since: Position | None) -> tuple[list[tuple[Position, Record]], Position | None]:
         """Records after ``since`` (from the start if the file was replaced).
@@ -252,7 +252,7 @@ class FileJournal:
         with open(self.path, "r+b") as f:
             f.truncate(end)
             os.fsync(f.fileno())
-        self._ring()
+        self._bump()
 
     def append(self, record: Record) -> Position:
         """Append and fsync; call with the lock held.  Returns the new end."""
@@ -265,7 +265,7 @@ class FileJournal:
         finally:
             os.close(fd)
         self._verified = Position(st.st_ino, st.st_size)
-        self._ring()
+        self._bump()
         return self._verified
 
     def rebase(self, record: Record) -> Position:
@@ -284,5 +284,5 @@ class FileJournal:
             os.close(dfd)
         st = os.stat(self.path)
         self._verified = Position(st.st_ino, st.st_size)
-        self._ring()
+        self._bump()
         return self._verified
