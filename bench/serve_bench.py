@@ -3,13 +3,13 @@
 Starts the real gunicorn server with one worker (4 threads) on a free
 loopback port with a temporary copy of the default model, then drives each endpoint
 with wrk (Debian's package; installed with apt-get when missing and root) for a fixed
-time and connection count.  One worker, because with two the figures measure how
+time and connection count, in rounds (see ``rounds_of_wrk``).  One worker, because with two the figures measure how
 wrk's kept-alive connections happened to spread over the workers (seen: /predict at
 1.9x /healthz), not the work per request.  The trivial endpoint (GET /healthz, same app, same hooks,
 same server) is the stack's ceiling; every case is quoted as a ratio of it.
 
-    .venv/bin/python bench/serve_bench.py                 # 10 s per case
-    .venv/bin/python bench/serve_bench.py --seconds 3     # a quick look
+    .venv/bin/python bench/serve_bench.py                 # 3 rounds of 5 s per case
+    .venv/bin/python bench/serve_bench.py --seconds 2 --rounds 1   # a quick look
 """
 
 from __future__ import annotations
@@ -94,6 +94,45 @@ def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | N
     }
 
 
+def rounds_of_wrk(
+    wrk: str, url: str, cases: list[tuple], seconds: int, connections: int, rounds: int
+) -> list[dict]:
+    """Each case under wrk once per round, the order reversed every other round; each
+    figure is the median over the rounds, and ``ratio`` the median of each round's rps
+    over the first case's rps in that same round.
+
+    Why rounds: these machines are shared and their speed drifts within minutes; a case
+    measured only after another would carry that drift into their ratio.
+    """
+    runs: list[list[dict]] = [[] for _ in cases]
+    for r in range(rounds):
+        order = list(range(len(cases)))
+        for i in order if r % 2 == 0 else order[::-1]:
+            _label, path, _rows, script = cases[i]
+            runs[i].append(run_wrk(wrk, url + path, seconds, connections, script))
+    out = []
+    for (label, _path, rows, _script), rs in zip(cases, runs):
+        out.append(
+            {
+                "endpoint": label,
+                "rows": rows,
+                "rounds": rounds,
+                "rps": round(statistics.median(x["rps"] for x in rs), 1),
+                "p50_ms": round(statistics.median(x["p50_ms"] for x in rs), 3),
+                "p99_ms": round(statistics.median(x["p99_ms"] for x in rs), 3),
+                "non_2xx": sum(x["non_2xx"] for x in rs),
+                "socket_errors": [x["socket_errors"] for x in rs if x["socket_errors"]] or None,
+                "ratio": round(
+                    statistics.median(x["rps"] / ref["rps"] for x, ref in zip(rs, runs[0])), 3
+                ),
+                "ratio_each_round": [
+                    round(x["rps"] / ref["rps"], 3) for x, ref in zip(rs, runs[0])
+                ],
+            }
+        )
+    return out
+
+
 def sequential_latency(server: Server, body: dict, n: int, path: str = "/predict") -> list[float]:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     return sequential_raw(server, path, json.dumps(body).encode(), headers, n)
@@ -116,7 +155,8 @@ def sequential_raw(server: Server, path: str, body: bytes, headers: dict, n: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="per case and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     wrk = ensure_wrk()
@@ -152,13 +192,8 @@ def main() -> None:
                     ),
                 ),
             ]
-            results = []
-            for label, path, rows, script in cases:
-                r = run_wrk(wrk, url + path, args.seconds, args.connections, script)
-                results.append({"endpoint": label, "rows": rows, **r})
-            trivial = results[0]["rps"]
-            for r in results:
-                r["ratio_vs_trivial"] = round(r["rps"] / trivial, 3)
+            for r in rounds_of_wrk(wrk, url, cases, args.seconds, args.connections, args.rounds):
+                r["ratio_vs_trivial"] = r.pop("ratio")
                 print(json.dumps(r), flush=True)
             big = {"inputs": row(1000)}
             times = json_times = sequential_latency(server, big, 50)
@@ -235,16 +270,17 @@ def main() -> None:
                     ),
                 ),
             ]
-            json_rps = None
-            for label, path, script in loads:
-                r = run_wrk(wrk, url + path, args.seconds, args.connections, script)
-                row_out = {"endpoint": label, "rows": 1000, "connections": args.connections, **r}
-                row_out["rows_per_s"] = round(r["rps"] * 1000)
-                if json_rps is None:
-                    json_rps = r["rps"]
+            loads = [(label, path, 1000, script) for label, path, script in loads]
+            results = rounds_of_wrk(wrk, url, loads, args.seconds, args.connections, args.rounds)
+            for i, r in enumerate(results):
+                r["connections"] = args.connections
+                r["rows_per_s"] = round(r["rps"] * 1000)
+                ratio = r.pop("ratio")
+                if i:
+                    r["ratio_vs_json_predict"] = ratio
                 else:
-                    row_out["ratio_vs_json_predict"] = round(r["rps"] / json_rps, 2)
-                print(json.dumps(row_out), flush=True)
+                    del r["ratio_each_round"]
+                print(json.dumps(r), flush=True)
             # Durability: each 200 is a step whose journal record was fsynced first.
             step = {
                 "inputs": row(8),
