@@ -3,10 +3,11 @@
 Starts the real gunicorn server with one worker (4 threads) on a free
 loopback port with a temporary copy of the default model, then drives each endpoint
 with wrk (Debian's package; installed with apt-get when missing and root) for a fixed
-time and connection count, in rounds (see ``rounds_of_wrk``).  One worker, because with two the figures measure how
-wrk's kept-alive connections happened to spread over the workers (seen: /predict at
-1.9x /healthz), not the work per request.  The trivial endpoint (GET /healthz, same app, same hooks,
-same server) is the stack's ceiling; every case is quoted as a ratio of it.
+time and connection count, in rounds (see ``rounds_of_wrk``).  One worker, because
+with two the figures measure how wrk's kept-alive connections happened to spread over
+the workers (seen: /predict at 1.9x /healthz), not the work per request.  The trivial
+endpoint (GET /healthz, same app, same hooks, same server) is the stack's ceiling; every
+case is quoted as a ratio of it.
 
     .venv/bin/python bench/serve_bench.py                 # 3 rounds of 5 s per case
     .venv/bin/python bench/serve_bench.py --seconds 2 --rounds 1   # a quick look
@@ -31,6 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from steal import Steal  # noqa: E402
 
 from tests.server import Server, make_store  # noqa: E402
 
@@ -105,11 +108,13 @@ def rounds_of_wrk(
     measured only after another would carry that drift into their ratio.
     """
     runs: list[list[dict]] = [[] for _ in cases]
+    steal = Steal()
     for r in range(rounds):
         order = list(range(len(cases)))
         for i in order if r % 2 == 0 else order[::-1]:
             _label, path, _rows, script = cases[i]
             runs[i].append(run_wrk(wrk, url + path, seconds, connections, script))
+    stolen = steal.fraction()
     out = []
     for (label, _path, rows, _script), rs in zip(cases, runs):
         out.append(
@@ -117,6 +122,7 @@ def rounds_of_wrk(
                 "endpoint": label,
                 "rows": rows,
                 "rounds": rounds,
+                "cpu_steal_all_cases": stolen,
                 "rps": round(statistics.median(x["rps"] for x in rs), 1),
                 "p50_ms": round(statistics.median(x["p50_ms"] for x in rs), 3),
                 "p99_ms": round(statistics.median(x["p99_ms"] for x in rs), 3),

@@ -24,6 +24,8 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from steal import Steal
+
 from training.network import Network
 from training.optimizers import SGD
 from training.trainer import blas_threads, gathers_ahead, train_epoch
@@ -110,6 +112,7 @@ def compare(sizes, batch, x, y, labels, dtype, rounds, have_torch) -> dict:
     if have_torch:
         time_torch(sizes, batch, x[few], labels[few], dtype, 0)
     engine, torch_, peaks = [], [], []
+    steal = Steal()
     for r in range(rounds):
         peaks.append(blas_peak(dtype))
         sides = ["engine", "torch"] if have_torch else ["engine"]
@@ -125,6 +128,7 @@ def compare(sizes, batch, x, y, labels, dtype, rounds, have_torch) -> dict:
         "samples_per_s": round(len(x) / float(np.median(engine))),
         "blas_threads": threads,
         "gather_ahead": ahead,
+        "cpu_steal": steal.fraction(),
         "blas_peak_gflops": round(float(np.median(peaks)) / 1e9, 1),
         "fraction_of_blas_peak": round(
             float(np.median([flops / t / p for t, p in zip(engine, peaks)])), 3
