@@ -3,7 +3,8 @@
 One epoch over 60,000 synthetic samples per case, ReLU hidden layers and a softmax /
 cross-entropy output on both sides, SGD with momentum 0.9, both sides given the
 machine's cores (torch.set_num_threads; the engine picks its BLAS threads per shape).
-Prints one JSON object per case, then one for the BLAS peak and one for memory.
+Prints one JSON object per case (with the BLAS matmul peak measured beside it, see
+``compare``), then one for memory.
 
     .venv/bin/python bench/train_bench.py            # all cases
     .venv/bin/python bench/train_bench.py --quick    # 10,000 samples, a smoke run

@@ -1,7 +1,8 @@
 """The benchmark scripts' own logic, so that what BENCHMARKS.md is made from keeps working.
 
-Only what runs without PyTorch or wrk: the timing figures themselves are not asserted
-(shared machines, see bench/steal.py)."""
+Nothing here needs wrk, and the PyTorch pairing runs only where torch is installed (the
+bench extra).  The timing figures themselves are not asserted: shared machines, see
+bench/steal.py."""
 
 from __future__ import annotations
 
