@@ -134,6 +134,7 @@ def rounds_of_wrk(
                 "ratio_each_round": [
                     round(x["rps"] / ref["rps"], 3) for x, ref in zip(rs, runs[0])
                 ],
+                "rps_each_round": [x["rps"] for x in rs],
             }
         )
     return out

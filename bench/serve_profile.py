@@ -10,13 +10,19 @@
    forward, reply), 1 thread: what each step costs in a live worker; the reply with
    labels by numpy's argmax and picked in Python; and reading the body plus one stat
    of a journal file, what each request did before the journal's change counter.
+6. That app's whole route (a plain Flask + pydantic + numpy /predict) against a trivial
+   GET of the same app, with bpserve's benchmark settings: the yardstick the issue's
+   0.85 goal was set by.
 
     .venv/bin/python bench/serve_profile.py
+    .venv/bin/python bench/serve_profile.py --plain-only --rounds 5    # part 6 alone
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import ensure_wrk, lua_post, run_wrk  # noqa: E402
+from serve_bench import ensure_wrk, lua_post, rounds_of_wrk, run_wrk  # noqa: E402
 
 from tests.server import Server, free_port, make_store  # noqa: E402
 
@@ -246,6 +252,10 @@ STEPS_APP = textwrap.dedent("""
             return Response(reply.model_dump_json(), mimetype="application/json")
         return Response(OK, mimetype="application/json")
 
+    @app.get("/trivial")
+    def trivial():
+        return Response(OK, mimetype="application/json")
+
     @app.post("/stat")
     def stat():
         # what every request did before the journal's change counter: one stat of a file
@@ -278,6 +288,48 @@ def steps(wrk: str, tmp: Path, seconds: int) -> dict:
     return out
 
 
+def plain(wrk: str, tmp: Path, seconds: int, rounds: int = 3) -> dict:
+    """The issue's yardstick itself: a plain Flask + pydantic + numpy /predict (the steps
+    app's full route: parse, array, forward of the digits model, reply with labels) against
+    a trivial GET of the same app, beside bpserve's /predict against its /healthz; both
+    under bpserve's benchmark settings (1 worker x 4 threads, wrk 8 connections), the four
+    cases in the same rounds (bench/serve_bench.py's ``rounds_of_wrk``)."""
+    journal = make_store(tmp / "models-plain") / "digits" / "journal.log"
+    app = STEPS_APP.format(root=str(ROOT), models=str(ROOT / "models"), journal=str(journal))
+    (tmp / "plain_app.py").write_text(app)
+    port, proc = start_gunicorn(tmp, "plain_app", threads=4)
+    script = lua_post(tmp / "plain.lua", {"inputs": ROW})
+    try:
+        with Server(make_store(tmp / "models-bpserve"), log_requests="false", workers=1) as s:
+            time.sleep(3)
+            ours, theirs = f"http://127.0.0.1:{s.port}", f"http://127.0.0.1:{port}"
+            cases = [
+                ("plain GET /trivial", f"{theirs}/trivial", 0, None),
+                ("plain POST /6", f"{theirs}/6", 1, script),
+                ("bpserve GET /healthz", f"{ours}/healthz", 0, None),
+                ("bpserve POST /predict", f"{ours}/predict", 1, script),
+            ]
+            runs = rounds_of_wrk(wrk, "", cases, seconds, 8, rounds)
+    finally:
+        proc.terminate()
+        proc.wait()
+    rps = [r["rps_each_round"] for r in runs]
+
+    def ratios(top: list[float], bottom: list[float]) -> list[float]:
+        return [round(a / b, 3) for a, b in zip(top, bottom)]
+
+    plain_r, ours_r = ratios(rps[1], rps[0]), ratios(rps[3], rps[2])
+    return {
+        "case": "1-row /predict / trivial endpoint, 1 worker x 4 threads, same rounds",
+        "plain_flask_pydantic_numpy": statistics.median(plain_r),
+        "plain_each_round": plain_r,
+        "bpserve": statistics.median(ours_r),
+        "bpserve_each_round": ours_r,
+        "requests_per_s": {r["endpoint"]: r["rps"] for r in runs},
+        "cpu_steal": runs[0]["cpu_steal_all_cases"],
+    }
+
+
 def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
     script = lua_post(tmp / "p1.lua", {"inputs": ROW})
     out = []
@@ -299,16 +351,23 @@ def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
     return out
 
 
-def main(seconds: int = 5) -> None:
-    print(json.dumps(handler_pieces()), flush=True)
-    print(json.dumps(forward_malloc()), flush=True)
-    print(json.dumps(interleaved()), flush=True)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk case (and round)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of part 6")
+    parser.add_argument("--plain-only", action="store_true", help="part 6 alone")
+    args = parser.parse_args()
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(bare_flask(wrk, Path(tmp), seconds)), flush=True)
-        for row in threads(wrk, Path(tmp), seconds):
-            print(json.dumps(row), flush=True)
-        print(json.dumps(steps(wrk, Path(tmp), seconds)), flush=True)
+        if not args.plain_only:
+            print(json.dumps(handler_pieces()), flush=True)
+            print(json.dumps(forward_malloc()), flush=True)
+            print(json.dumps(interleaved()), flush=True)
+            print(json.dumps(bare_flask(wrk, Path(tmp), args.seconds)), flush=True)
+            for row in threads(wrk, Path(tmp), args.seconds):
+                print(json.dumps(row), flush=True)
+            print(json.dumps(steps(wrk, Path(tmp), args.seconds)), flush=True)
+        print(json.dumps(plain(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
 
 
 if __name__ == "__main__":
