@@ -140,6 +140,23 @@ def rounds_of_wrk(
     return out
 
 
+def v2_binary_header(x: np.ndarray) -> bytes:
+    """The JSON header of a V2 infer request whose FP32 input and output travel as binary."""
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+
+
 def sequential_latency(server: Server, body: dict, n: int, path: str = "/predict") -> list[float]:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     return sequential_raw(server, path, json.dumps(body).encode(), headers, n)
@@ -218,19 +235,7 @@ def main() -> None:
             )
             # The same 1,000 rows through the Open Inference Protocol's binary extension.
             x = np.asarray(big["inputs"], dtype="<f4")
-            head = json.dumps(
-                {
-                    "inputs": [
-                        {
-                            "name": "input",
-                            "shape": list(x.shape),
-                            "datatype": "FP32",
-                            "parameters": {"binary_data_size": x.nbytes},
-                        }
-                    ],
-                    "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
-                }
-            ).encode()
+            head = v2_binary_header(x)
             times = sequential_raw(
                 server,
                 "/v2/models/digits/infer",

@@ -13,9 +13,12 @@
 6. That app's whole route (a plain Flask + pydantic + numpy /predict) against a trivial
    GET of the same app, with bpserve's benchmark settings: the yardstick the issue's
    0.85 goal was set by.
+7. A bare route that only takes a 1,000-row V2 binary body and answers with as many
+   bytes, beside bpserve's V2 binary infer and JSON /predict: what bounds the 5x goal.
 
     .venv/bin/python bench/serve_profile.py
     .venv/bin/python bench/serve_profile.py --plain-only --rounds 5    # part 6 alone
+    .venv/bin/python bench/serve_profile.py --transport-only --rounds 5    # part 7 alone
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve_bench import ensure_wrk, lua_post, rounds_of_wrk, run_wrk  # noqa: E402
+from serve_bench import (  # noqa: E402
+    ensure_wrk,
+    lua_post,
+    lua_post_bytes,
+    rounds_of_wrk,
+    run_wrk,
+    v2_binary_header,
+)
 
 from tests.server import Server, free_port, make_store  # noqa: E402
 
@@ -162,8 +172,9 @@ def interleaved() -> dict:
 
 
 BARE_APP = textwrap.dedent("""
-    from flask import Flask, jsonify, request
+    from flask import Flask, Response, jsonify, request
     app = Flask(__name__)
+    REPLY_BYTES = 1000 * 10 * 4  # the digits model's 1,000 x 10 FP32 outputs
     @app.get("/a")
     def a():
         return jsonify({"status": "ok"})
@@ -171,6 +182,11 @@ BARE_APP = textwrap.dedent("""
     def b():
         request.get_data()
         return jsonify({"status": "ok"})
+    @app.post("/binary")
+    def binary():
+        # part 7: take a V2 binary request's body, answer with as many bytes as its reply
+        request.get_data()
+        return Response(bytes(REPLY_BYTES), mimetype="application/octet-stream")
 """)
 
 
@@ -330,6 +346,62 @@ def plain(wrk: str, tmp: Path, seconds: int, rounds: int = 3) -> dict:
     }
 
 
+def transport(wrk: str, tmp: Path, seconds: int, rounds: int = 3) -> dict:
+    """What the V2 binary path's 5x goal is bounded by: a bare Flask route that only takes
+    the same 1,000-row binary body and answers with as many bytes as bpserve's reply,
+    beside bpserve's V2 binary infer and its 1,000-row JSON /predict, in the same rounds."""
+    (tmp / "bare_app.py").write_text(BARE_APP)
+    port, proc = start_gunicorn(tmp, "bare_app", threads=4)
+    x = np.random.default_rng(0).uniform(0, 16, size=(1000, 64)).round(2).astype("<f4")
+    head = v2_binary_header(x)
+    binary = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)),
+    }
+    body = head + x.tobytes()
+    as_json = json.dumps({"inputs": x.astype(float).round(2).tolist()}).encode()
+    try:
+        with Server(make_store(tmp / "models-transport"), log_requests="false", workers=1) as s:
+            time.sleep(3)
+            ours, bare = f"http://127.0.0.1:{s.port}", f"http://127.0.0.1:{port}"
+            cases = [
+                (
+                    "bpserve POST /predict, 1,000 rows as JSON",
+                    f"{ours}/predict",
+                    1000,
+                    lua_post_bytes(
+                        tmp / "t-json.lua", as_json, {"Content-Type": "application/json"}
+                    ),
+                ),
+                (
+                    "bpserve V2 infer, 1,000 rows binary",
+                    f"{ours}/v2/models/digits/infer",
+                    1000,
+                    lua_post_bytes(tmp / "t-v2.lua", body, binary),
+                ),
+                (
+                    "bare Flask, the same body in, 40,000 bytes out",
+                    f"{bare}/binary",
+                    1000,
+                    lua_post_bytes(tmp / "t-bare.lua", body, binary),
+                ),
+            ]
+            runs = rounds_of_wrk(wrk, "", cases, seconds, 8, rounds)
+    finally:
+        proc.terminate()
+        proc.wait()
+    v2_rps, bare_rps = runs[1]["rps_each_round"], runs[2]["rps_each_round"]
+    return {
+        "case": "1,000-row requests, 1 worker x 4 threads, same rounds",
+        "requests_per_s": {r["endpoint"]: r["rps"] for r in runs},
+        "v2_over_json": runs[1]["ratio"],
+        "v2_over_json_each_round": runs[1]["ratio_each_round"],
+        "v2_over_bare": statistics.median(round(a / b, 3) for a, b in zip(v2_rps, bare_rps)),
+        "v2_over_bare_each_round": [round(a / b, 3) for a, b in zip(v2_rps, bare_rps)],
+        "cpu_steal": runs[0]["cpu_steal_all_cases"],
+    }
+
+
 def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
     script = lua_post(tmp / "p1.lua", {"inputs": ROW})
     out = []
@@ -356,9 +428,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="per wrk case (and round)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of part 6")
     parser.add_argument("--plain-only", action="store_true", help="part 6 alone")
+    parser.add_argument("--transport-only", action="store_true", help="part 7 alone")
     args = parser.parse_args()
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.transport_only:
+            print(json.dumps(transport(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
+            return
         if not args.plain_only:
             print(json.dumps(handler_pieces()), flush=True)
             print(json.dumps(forward_malloc()), flush=True)
@@ -368,6 +444,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             print(json.dumps(steps(wrk, Path(tmp), args.seconds)), flush=True)
         print(json.dumps(plain(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
+        if not args.plain_only:
+            print(json.dumps(transport(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
 
 
 if __name__ == "__main__":
