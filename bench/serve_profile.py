@@ -17,8 +17,7 @@
    bytes, beside bpserve's V2 binary infer and JSON /predict: what bounds the 5x goal.
 
     .venv/bin/python bench/serve_profile.py
-    .venv/bin/python bench/serve_profile.py --plain-only --rounds 5    # part 6 alone
-    .venv/bin/python bench/serve_profile.py --transport-only --rounds 5    # part 7 alone
+    .venv/bin/python bench/serve_profile.py --parts 6 --rounds 5    # part 6 alone
 """
 
 from __future__ import annotations
@@ -426,26 +425,29 @@ def threads(wrk: str, tmp: Path, seconds: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="per wrk case (and round)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of part 6")
-    parser.add_argument("--plain-only", action="store_true", help="part 6 alone")
-    parser.add_argument("--transport-only", action="store_true", help="part 7 alone")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of parts 6 and 7")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7", help="which parts, e.g. 2 or 6,7")
     args = parser.parse_args()
-    wrk = ensure_wrk()
+    parts = {int(p) for p in args.parts.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.transport_only:
-            print(json.dumps(transport(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
-            return
-        if not args.plain_only:
+        tmp = Path(tmp)
+        if 1 in parts:
             print(json.dumps(handler_pieces()), flush=True)
-            print(json.dumps(forward_malloc()), flush=True)
             print(json.dumps(interleaved()), flush=True)
-            print(json.dumps(bare_flask(wrk, Path(tmp), args.seconds)), flush=True)
-            for row in threads(wrk, Path(tmp), args.seconds):
+        if 2 in parts:
+            print(json.dumps(forward_malloc()), flush=True)
+        wrk = ensure_wrk() if parts & {3, 4, 5, 6, 7} else ""
+        if 3 in parts:
+            print(json.dumps(bare_flask(wrk, tmp, args.seconds)), flush=True)
+        if 4 in parts:
+            for row in threads(wrk, tmp, args.seconds):
                 print(json.dumps(row), flush=True)
-            print(json.dumps(steps(wrk, Path(tmp), args.seconds)), flush=True)
-        print(json.dumps(plain(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
-        if not args.plain_only:
-            print(json.dumps(transport(wrk, Path(tmp), args.seconds, args.rounds)), flush=True)
+        if 5 in parts:
+            print(json.dumps(steps(wrk, tmp, args.seconds)), flush=True)
+        if 6 in parts:
+            print(json.dumps(plain(wrk, tmp, args.seconds, args.rounds)), flush=True)
+        if 7 in parts:
+            print(json.dumps(transport(wrk, tmp, args.seconds, args.rounds)), flush=True)
 
 
 if __name__ == "__main__":

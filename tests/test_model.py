@@ -37,3 +37,29 @@ def test_no_labels_without_class_names():
     model = make_model()
     model.labels = None
     assert model.predict_labels(np.eye(3, dtype=np.float32), np.eye(3).tolist()) is None
+
+
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh", "relu", "identity"])
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity", "tanh", "relu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prediction_in_place_equals_the_training_forward_pass(hidden, output, dtype):
+    # Network.output lets each activation overwrite its own z; forward() keeps every z
+    # and activation apart for backprop.  The two must give the same bits.
+    from training.network import Network
+
+    net = Network([7, 9, 8, 5], hidden, output, dtype=dtype, seed=3)
+    x = np.random.default_rng(1).normal(0, 3, size=(33, 7)).astype(dtype)
+    expected = net.forward(x).output
+    got = net.predict(x)
+    assert got.dtype == expected.dtype
+    assert np.array_equal(got, expected)
+
+
+def test_standardize_is_the_standardizer_formula():
+    model = make_model()
+    x = np.random.default_rng(2).uniform(0, 16, size=(11, model.n_features))
+    x = x.astype(model.network.dtype)
+    s = model.standardizer
+    expected = (x - s.mean.astype(x.dtype)) * (1 / s.scale).astype(x.dtype)
+    assert np.array_equal(model.standardize(x), expected)
+    assert not np.shares_memory(model.standardize(x), x)

@@ -63,7 +63,8 @@ def _relu_back(z: Array, a: Array, g: Array) -> Array:
 def _identity(z: Array, out: Array | None = None) -> Array:
     if out is None:
         return z.copy()
-    np.copyto(out, z)
+    if out is not z:  # Network.output asks for z in place: nothing to do
+        np.copyto(out, z)
     return out
 
 

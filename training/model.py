@@ -54,8 +54,13 @@ class Model:
         return self.standardize(self.network.check_inputs(x))
 
     def standardize(self, x: Array) -> Array:
-        """Standardised rows; ``x`` must already be a checked matrix of the network's dtype."""
-        return (x - self._mean) * self._inv_scale
+        """Standardised rows; ``x`` must already be a checked matrix of the network's dtype.
+
+        One new array, scaled in place: ``(x - mean) * scale`` would make two.
+        """
+        out = np.subtract(x, self._mean)
+        out *= self._inv_scale
+        return out
 
     def predict(self, x: Array) -> Array:
         """Output activations for raw (unstandardised) feature rows."""

@@ -289,13 +289,16 @@ class Network:
         """``predict`` for rows already checked (by ``check_inputs`` or the caller).
 
         Adds each bias instead of giving the rows a ones column as training does: with no
-        backward pass to feed, the ones column would only cost a copy of the rows.
+        backward pass to feed, the ones column would only cost a copy of the rows.  Each
+        activation overwrites its own z, which nothing else reads: the values are the same
+        bit for bit, and a 1,000-row request works in memory it has just written instead
+        of a fresh megabyte per layer.
         """
         a = x
         for w, b, act in zip(self.weights, self.biases, self.layers):
             z = a @ w
             z += b
-            a = act.forward(z)
+            a = act.forward(z, out=z)
         return a
 
     def predict_classes(self, x: Array) -> Array:
