@@ -23,15 +23,14 @@ import time
 from itertools import pairwise
 
 import numpy as np
-from steal import Steal
 from threadpoolctl import threadpool_limits
 from train_bench import (
     CASES,
     CORES,
     LR,
     MOMENTUM,
-    blas_peak,
     n_weights,
+    paired_rounds,
     synthetic,
     time_engine,
     time_torch,
@@ -41,7 +40,8 @@ from training.trainer import blas_threads, gathers_ahead
 
 
 def compact_epoch(sizes: list[int], batch: int, x: np.ndarray, y: np.ndarray, seed: int):
-    """Seconds for one epoch of the compact trainer, and its weights (for the test)."""
+    """Seconds for one epoch of the compact trainer, and its weights and biases (for the
+    test)."""
     rng = np.random.default_rng(seed)
     dtype = x.dtype
     ws = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(dtype) for a, b in pairwise(sizes)]
@@ -81,43 +81,40 @@ def compare(sizes, batch, x, y, labels, rounds: int, have_torch: bool) -> dict:
     ahead = gathers_ahead(sizes, batch, threads, CORES)
     flops = 6 * n_weights(sizes) * len(x)
     dtype = str(x.dtype)
-    few = slice(0, 20 * batch)
+
+    def compact(r: int) -> float:
+        with threadpool_limits(threads, user_api="blas"):
+            return compact_epoch(sizes, batch, x, y, r)[0]
+
+    sides = {
+        "compact": compact,
+        "engine": lambda r: time_engine(sizes, batch, x, y, dtype, r, threads, ahead),
+    }
+    if have_torch:
+        sides["torch"] = lambda r: time_torch(sizes, batch, x, labels, dtype, r)
+    few = slice(0, 20 * batch)  # untimed first, as in train_bench
     with threadpool_limits(threads, user_api="blas"):
         compact_epoch(sizes, batch, x[few], y[few], 0)
     time_engine(sizes, batch, x[few], y[few], dtype, 0, threads, ahead)
-    sides = ["compact", "engine"] + (["torch"] if have_torch else [])
     if have_torch:
         time_torch(sizes, batch, x[few], labels[few], dtype, 0)
-    times: dict[str, list[float]] = {s: [] for s in sides}
-    peaks = []
-    steal = Steal()
-    for r in range(rounds):
-        peaks.append(blas_peak(dtype))
-        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
-            if side == "compact":
-                with threadpool_limits(threads, user_api="blas"):
-                    times[side].append(compact_epoch(sizes, batch, x, y, r)[0])
-            elif side == "engine":
-                times[side].append(time_engine(sizes, batch, x, y, dtype, r, threads, ahead))
-            else:
-                times[side].append(time_torch(sizes, batch, x, labels, dtype, r))
+    times, peaks, stolen = paired_rounds(sides, dtype, rounds)
 
     def median_ratio(top: str, bottom: str) -> float:
         return round(statistics.median(b / t for t, b in zip(times[top], times[bottom])), 2)
+
+    def fraction(side: str) -> float:
+        return round(statistics.median(flops / t / p for t, p in zip(times[side], peaks)), 3)
 
     row = {
         "case": f"{'-'.join(map(str, sizes))}/b{batch}",
         "dtype": dtype,
         "rounds": rounds,
         "blas_threads": threads,
-        "cpu_steal": steal.fraction(),
+        "cpu_steal": stolen,
         "engine_over_compact": median_ratio("engine", "compact"),
-        "compact_fraction_of_blas_peak": round(
-            statistics.median(flops / t / p for t, p in zip(times["compact"], peaks)), 3
-        ),
-        "engine_fraction_of_blas_peak": round(
-            statistics.median(flops / t / p for t, p in zip(times["engine"], peaks)), 3
-        ),
+        "compact_fraction_of_blas_peak": fraction("compact"),
+        "engine_fraction_of_blas_peak": fraction("engine"),
     }
     if have_torch:
         row["compact_vs_torch"] = median_ratio("compact", "torch")

@@ -105,7 +105,8 @@ def rounds_of_wrk(
     over the first case's rps in that same round.
 
     Why rounds: these machines are shared and their speed drifts within minutes; a case
-    measured only after another would carry that drift into their ratio.
+    measured only after another would carry that drift into their ratio.  A case's path
+    is appended to ``url``; with ``url=""`` the paths may be whole URLs of several servers.
     """
     runs: list[list[dict]] = [[] for _ in cases]
     steal = Steal()

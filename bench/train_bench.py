@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
@@ -94,9 +95,12 @@ def time_torch(sizes, batch, x, labels, dtype, seed) -> float:
     return time.perf_counter() - t0
 
 
-def compare(sizes, batch, x, y, labels, dtype, rounds, have_torch) -> dict:
-    """Rounds of (BLAS peak, engine epoch, PyTorch epoch), the two epochs in alternating
-    order, each figure quoted as the median over the rounds of what one round measured.
+def paired_rounds(
+    sides: dict[str, Callable[[int], float]], dtype: str, rounds: int
+) -> tuple[dict[str, list[float]], list[float], float | None]:
+    """Each round: the BLAS peak, then one epoch of every side (called with the round's
+    number as seed), the order rotating from round to round.  Returns each side's epoch
+    times and each round's peak, and the share of CPU time stolen meanwhile.
 
     Why rounds: these machines are shared, and their speed drifts by up to 2x within
     minutes (seen: the 2048 x 2048 peak at 157, 240 and 179 GFLOP/s in three runs of
@@ -104,24 +108,33 @@ def compare(sizes, batch, x, y, labels, dtype, rounds, have_torch) -> dict:
     into the ratio; a ratio of two epochs run back to back, and a fraction of the peak
     measured beside its epoch, mostly cancel it.
     """
+    names = list(sides)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    peaks = []
+    steal = Steal()
+    for r in range(rounds):
+        peaks.append(blas_peak(dtype))
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(sides[name](r))
+    return times, peaks, steal.fraction()
+
+
+def compare(sizes, batch, x, y, labels, dtype, rounds, have_torch) -> dict:
+    """The engine against PyTorch in ``paired_rounds``, each figure quoted as the median
+    over the rounds of what one round measured."""
     threads = blas_threads(sizes, batch, CORES)
     ahead = gathers_ahead(sizes, batch, threads, CORES)
     flops = 6 * n_weights(sizes) * len(x)
+    sides = {"engine": lambda r: time_engine(sizes, batch, x, y, dtype, r, threads, ahead)}
+    if have_torch:
+        sides["torch"] = lambda r: time_torch(sizes, batch, x, labels, dtype, r)
     # Untimed first: each side's one-time costs (thread pools, first allocations).
     few = slice(0, 20 * batch)
     time_engine(sizes, batch, x[few], y[few], dtype, 0, threads, ahead)
     if have_torch:
         time_torch(sizes, batch, x[few], labels[few], dtype, 0)
-    engine, torch_, peaks = [], [], []
-    steal = Steal()
-    for r in range(rounds):
-        peaks.append(blas_peak(dtype))
-        sides = ["engine", "torch"] if have_torch else ["engine"]
-        for side in sides if r % 2 == 0 else sides[::-1]:
-            if side == "engine":
-                engine.append(time_engine(sizes, batch, x, y, dtype, r, threads, ahead))
-            else:
-                torch_.append(time_torch(sizes, batch, x, labels, dtype, r))
+    times, peaks, stolen = paired_rounds(sides, dtype, rounds)
+    engine = times["engine"]
     row = {
         "case": f"{'-'.join(map(str, sizes))}/b{batch}",
         "dtype": dtype,
@@ -129,15 +142,15 @@ def compare(sizes, batch, x, y, labels, dtype, rounds, have_torch) -> dict:
         "samples_per_s": round(len(x) / float(np.median(engine))),
         "blas_threads": threads,
         "gather_ahead": ahead,
-        "cpu_steal": steal.fraction(),
+        "cpu_steal": stolen,
         "blas_peak_gflops": round(float(np.median(peaks)) / 1e9, 1),
         "fraction_of_blas_peak": round(
             float(np.median([flops / t / p for t, p in zip(engine, peaks)])), 3
         ),
     }
     if have_torch:
-        ratios = [tt / te for te, tt in zip(engine, torch_)]
-        row["torch_samples_per_s"] = round(len(x) / float(np.median(torch_)))
+        ratios = [tt / te for te, tt in zip(engine, times["torch"])]
+        row["torch_samples_per_s"] = round(len(x) / float(np.median(times["torch"])))
         row["ratio_vs_torch"] = round(float(np.median(ratios)), 2)
         row["ratio_each_round"] = [round(q, 2) for q in ratios]
     else:
