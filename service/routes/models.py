@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from service import idempotency
 from service.routes.common import body_of, state
 from service.routes.train import require_token
 from service.schemas import LoadRequest, parse
@@ -49,6 +50,7 @@ def describe(name: str):
             "metrics": m.metrics,
             "versions": st.registry.store.versions(name),
             "load_error": st.registry.load_error(name),
+            "learning": st.registry.learning.describe(name, st.registry.store.model_dir(name)),
         }
     )
 
@@ -64,12 +66,4 @@ def load(name: str):
 @bp.post("/models/<name>/snapshot")
 def snapshot(name: str):
     require_token()
-    before, served = state().registry.snapshot(name)
-    return jsonify(
-        {
-            "model": name,
-            "version": served.version,
-            "parent_version": before.version,
-            "online_steps": before.online_steps,
-        }
-    )
+    return jsonify(state().registry.snapshot(name, idempotency.key_of(request)))

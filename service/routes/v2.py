@@ -23,7 +23,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service import auth, metrics
+from service import auth, errors, metrics
 from service.errors import ApiError
 from service.routes.common import read_body, state
 from service.routes.train import DISABLED, step
@@ -57,11 +57,7 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-@bp.errorhandler(ApiError)
-def _error(exc: ApiError):
-    return Response(
-        json.dumps({"error": exc.message}), status=exc.status, mimetype="application/json"
-    )
+errors.register_v2(bp)  # the one error table, in the protocol's {"error": "..."} shape
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
