@@ -30,11 +30,11 @@ class LearningState:
 
     def failed(self, name: str, exc: StorageError) -> None:
         a = answer(exc)
-        code = a.code if a is not None else "storage_error"
+        code, message = (a.code, a.message) if a is not None else ("storage_error", str(exc))
         metrics.storage_failed(name, code)
         with self._guard:
             first = name not in self._paused
-            self._paused[name] = {"reason": code, "message": str(exc), "since": time.time()}
+            self._paused[name] = {"reason": code, "message": message, "since": time.time()}
         log.error(
             "learning paused" if first else "storage write failed",
             extra={"event": "storage_error", "model": name, "code": code, "problem": str(exc)},

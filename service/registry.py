@@ -362,7 +362,14 @@ class Registry:
         # The version is durable (published and fsynced) before the journal lets go of
         # the steps that made it.
         mine = {"key": key, "request": digest, "result": result} if key is not None else {}
-        self._write_base(name, version, pinned=cur.pinned, **mine)
+        try:
+            self._write_base(name, version, pinned=cur.pinned, **mine)
+        except StorageError:
+            # The journal still holds the steps: a reload to this version would drop
+            # the ones acknowledged after it, so it goes (if even that fails, it stays).
+            with contextlib.suppress(StorageError):
+                self.store.withdraw(name, version)
+            raise
         log.info(
             "snapshot published",
             extra={

@@ -154,6 +154,13 @@ class ModelStore:
             if p.name.isdigit() and not p.is_symlink() and (p / MANIFEST).is_file()
         )
 
+    def withdraw(self, name: str, version: int) -> None:
+        """Take back a version nothing may depend on yet (its journal base failed)."""
+        vdir = self.version_dir(name, version)
+        trash = vdir.with_name(f".del-{version}-{uuid.uuid4().hex}")
+        dio.rename(vdir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
     def has(self, name: str, version: int) -> bool:
         """Whether that version is complete in the store now."""
         return (self.version_dir(name, version) / MANIFEST).is_file()
