@@ -80,9 +80,9 @@ def test_retry_after_sigkill_between_append_and_reply(tmp_path, digits):
         assert keyed(server, "/train-step", step_body(0, digits), "a")[0] == 200
         journal = server.models_dir / "digits" / "journal.log"
         # SIGKILL at the append's fsync: the record is written, the reply never sent.
-        with strace(workers(server), journal, "fsync:signal=KILL:when=1", log=tmp_path / "s.log"):
-            with pytest.raises((OSError, http.client.HTTPException)):
-                keyed(server, "/train-step", step_body(1, digits), "b")
+        kill = strace(workers(server), journal, "fsync:signal=KILL:when=1", log=tmp_path / "s.log")
+        with kill, pytest.raises((OSError, http.client.HTTPException)):
+            keyed(server, "/train-step", step_body(1, digits), "b")
         status, reply = keyed(server, "/train-step", step_body(1, digits), "b")
         assert (status, reply["step"]) == (200, 2), reply  # the recorded step, not a third
         for _ in range(6):
