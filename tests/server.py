@@ -110,6 +110,20 @@ class Server:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> tuple[int, Any]:
+        status, payload, _ = self.call(method, path, body, token=token, headers=headers, raw=raw)
+        return status, payload
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, http.client.HTTPMessage]:
+        """One request on a fresh connection: status, decoded body and response headers."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         hdrs = {"Content-Type": "application/json"} if (body is not None or raw is not None) else {}
         if token is not None:
@@ -123,7 +137,22 @@ class Server:
         finally:
             conn.close()
         ctype = resp.getheader("Content-Type", "")
-        return resp.status, (json.loads(payload) if "json" in ctype else payload.decode())
+        decoded = json.loads(payload) if "json" in ctype else payload.decode()
+        return resp.status, decoded, resp.headers
+
+    def from_every_worker(
+        self, method: str, path: str, body: Any = None, *, workers: int = 2, limit: int = 2000
+    ) -> dict[int, list[tuple[int, Any]]]:
+        """Ask on fresh connections until ``workers`` different workers have answered
+        (``X-Bpserve-Worker``), at most ``limit`` times; the replies grouped by worker.
+        Which worker takes a connection is the kernel's choice, hence the count."""
+        seen: dict[int, list[tuple[int, Any]]] = {}
+        for _ in range(limit):
+            status, payload, headers = self.call(method, path, body)
+            seen.setdefault(int(headers["X-Bpserve-Worker"]), []).append((status, payload))
+            if len(seen) >= workers:
+                break
+        return seen
 
     def __enter__(self) -> Server:
         return self if self.proc is not None else self.start()
