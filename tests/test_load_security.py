@@ -98,7 +98,7 @@ def test_bounded_load_two_workers_consistent_and_flat_memory(tmp_path):
     assert errors == [], errors[:3]
     assert len(predictions) == 3 * done[0] and len(steps) == done[1]
     replies = [(json.loads(body), int(pid)) for _, body, pid in predictions + steps]
-    # both workers took part, and both end on the same weights
+    # both workers answered, and both end on the same weights
     assert {pid for _, pid in replies} == workers and len(workers) == 2
     assert set(described) == workers
     infos = [info for rs in described.values() for _, info in rs]
