@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 from onnx import ModelProto, TensorProto
+from onnx.external_data_helper import load_external_data_for_model
 
 from training.interop.graph import walk
 from training.interop.layers import InteropError, assemble, binary_to_softmax, build_model
@@ -26,8 +27,14 @@ META = "bpserve."
 
 def load_onnx(path: str | Path, **options: Any) -> tuple[Model, dict[str, Any]]:
     """Read an ONNX file into a Model; also returns where it came from (for the manifest)."""
-    data = Path(path).read_bytes()
-    model, source = import_onnx(data, **options)
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises its own DecodeError family
+        raise InteropError(f"not an ONNX model ({type(exc).__name__}: {exc})") from None
+    _load_external(proto, path.parent)
+    model, source = import_onnx(proto, **options)
     source.update(file=Path(path).name, sha256=hashlib.sha256(data).hexdigest())
     return model, source
 
@@ -50,7 +57,9 @@ def import_onnx(
             raise InteropError(f"not an ONNX model ({type(exc).__name__}: {exc})") from None
     for t in proto.graph.initializer:
         if t.data_location == TensorProto.EXTERNAL:
-            raise InteropError(f"tensor {t.name!r} is stored in an external file; not read")
+            raise InteropError(
+                f"tensor {t.name!r} is stored in an external file; import the file by path"
+            )
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
@@ -82,6 +91,23 @@ def import_onnx(
         "input": found.input_name,
     }
     return model, source
+
+
+def _load_external(proto: ModelProto, folder: Path) -> None:
+    """Tensors that torch.onnx.export writes beside the graph (``<file>.data``): read
+    from plain files in the graph's own folder only (no paths, no symlinks)."""
+    for t in proto.graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        where = {e.key: e.value for e in t.external_data}
+        loc = where.get("location", "")
+        target = folder / loc
+        if not loc or "/" in loc or "\\" in loc or loc.startswith(".") or target.is_symlink():
+            raise InteropError(f"tensor {t.name!r}: external data {loc!r} is not a file beside it")
+    try:
+        load_external_data_for_model(proto, str(folder))
+    except (OSError, ValueError) as exc:
+        raise InteropError(f"external tensor data: {exc}") from None
 
 
 def _metadata(proto: ModelProto) -> dict[str, Any]:

@@ -1,0 +1,270 @@
+"""Models from PyTorch and scikit-learn, through the files their own exporters write
+(torch.onnx.export, skl2onnx) and `bptrain import`: served by the real gunicorn server,
+they answer what their frameworks compute, take train-steps, and keep those steps
+across a restart.  Unsupported graphs are refused naming the node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from skl2onnx import to_onnx
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+from tests.server import ROOT, Server, make_store
+from training.data import load_digits
+from training.interop import InteropError, from_sklearn, from_torch, import_onnx
+from training.online import apply_step
+from training.store import ModelStore
+
+TOKEN = "interop-token"
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def bptrain(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "training", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = load_digits()
+    x = ds.x.astype(np.float32) / 16.0  # the frameworks' own models get no standardisation
+    return x, ds.y
+
+
+def torch_module(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, 24),
+        torch.nn.Tanh(),
+        torch.nn.Linear(24, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 10),
+        torch.nn.Softmax(dim=1),
+    )
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, data):
+    """Framework models exported by their own tools, imported with bptrain import."""
+    x, y = data
+    tmp = tmp_path_factory.mktemp("frameworks")
+    store_dir = make_store(tmp / "models")
+    expected = {}
+    for dynamo in (True, False):
+        module = torch_module(int(dynamo)).eval()
+        name = f"torch-{'dynamo' if dynamo else 'legacy'}"
+        path = tmp / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(x[:2]),),
+                str(path),
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}},
+                dynamo=dynamo,
+            )
+        expected[name] = (module, lambda rows, m=module: m(torch.from_numpy(rows)).detach().numpy())
+        run = bptrain("import", path, "--name", name, "--models-dir", store_dir, "--lr", 0.02)
+        assert run.returncode == 0, run.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: few iterations on purpose
+        for name, est, target in [
+            ("skl-multi", MLPClassifier((20,), activation="tanh", max_iter=30, random_state=0), y),
+            ("skl-binary", MLPClassifier((12, 6), max_iter=30, random_state=0), y % 2),
+            (
+                "skl-reg",
+                MLPRegressor(hidden_layer_sizes=(16,), max_iter=30, random_state=0),
+                np.stack([y / 9.0, (y % 3) / 2.0], axis=1),
+            ),
+        ]:
+            est.fit(x, target)
+            path = tmp / f"{name}.onnx"
+            path.write_bytes(to_onnx(est, x[:1]).SerializeToString())
+            fn = est.predict_proba if hasattr(est, "predict_proba") else est.predict
+            expected[name] = (est, fn)
+            run = bptrain("import", path, "--name", name, "--models-dir", store_dir)
+            assert run.returncode == 0, run.stderr
+    server = Server(store_dir, train_token=TOKEN, snapshot_every=0).start()
+    yield server, expected
+    server.stop()
+
+
+NAMES = ["torch-dynamo", "torch-legacy", "skl-multi", "skl-binary", "skl-reg"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_serves_what_the_framework_computes(imported, data, name):
+    server, expected = imported
+    x, _ = data
+    rows = x[1500:1540]
+    status, reply = server.request("POST", f"/models/{name}/predict", {"inputs": rows.tolist()})
+    assert status == 200, reply
+    want = np.asarray(expected[name][1](rows), dtype=np.float64).reshape(len(rows), -1)
+    np.testing.assert_allclose(np.array(reply["outputs"]), want, **TOL)
+    est = expected[name][0]
+    if hasattr(est, "classes_"):
+        assert reply["labels"] == [str(c) for c in est.predict(rows)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_steps_survive_a_restart(imported, data, name):
+    server, expected = imported
+    x, y = data
+    rows = x[:16].tolist()
+    if name == "skl-reg":
+        targets = np.stack([y[:16] / 9.0, (y[:16] % 3) / 2.0], axis=1).tolist()
+    elif name == "skl-binary":
+        targets = [str(v % 2) for v in y[:16]]
+    else:
+        targets = [str(v) for v in y[:16]]
+    _, before = server.request("POST", f"/models/{name}/predict", {"inputs": rows})
+    for i in range(3):
+        status, reply = server.request(
+            "POST", f"/models/{name}/train-step", {"inputs": rows, "targets": targets}, token=TOKEN
+        )
+        assert status == 200, reply
+        assert reply["step"] == i + 1
+    assert reply["loss_after"] < reply["loss_before"] or np.isclose(
+        reply["loss_after"], reply["loss_before"]
+    )
+    _, after = server.request("POST", f"/models/{name}/predict", {"inputs": rows})
+    assert after["outputs"] != before["outputs"]
+    _, info = server.request("GET", f"/models/{name}")
+    server.stop()
+    server.start()
+    _, info2 = server.request("GET", f"/models/{name}")
+    assert info2["online_steps"] == 3 and info2["weights_sha256"] == info["weights_sha256"]
+    _, again = server.request("POST", f"/models/{name}/predict", {"inputs": rows})
+    assert again["outputs"] == after["outputs"]
+
+
+def test_online_step_is_torchs_sgd_step(data):
+    """One bpserve step on an imported module equals torch.optim.SGD's on the module
+    (cross-entropy on its softmax output, same learning rate and momentum)."""
+    x, y = data
+    module = torch_module(5)
+    model = from_torch(module, learning_rate=0.1, momentum=0.9)
+    xb, yb = x[:32], y[:32]
+    opt = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        out = module(torch.from_numpy(xb))
+        torch.nn.functional.nll_loss(torch.log(out), torch.from_numpy(yb).long()).backward()
+        opt.step()
+    targets = np.eye(10, dtype=np.float32)[yb]
+    for _ in range(2):
+        model = apply_step(model, xb, targets, 0.1, 0.9).model
+    again = from_torch(module)
+    np.testing.assert_allclose(model.network.params, again.network.params, **TOL)
+
+
+def test_api_from_sklearn_and_from_torch(data):
+    x, y = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((10,), activation="logistic", max_iter=20, random_state=1).fit(x, y)
+    model = from_sklearn(est)
+    np.testing.assert_allclose(model.predict(x[:50]), est.predict_proba(x[:50]), **TOL)
+    assert model.labels == [str(c) for c in est.classes_]
+    assert model.network.loss.name == "cross_entropy"
+    module = torch_module(2)
+    model = from_torch(module, labels=list("abcdefghij"))
+    want = module(torch.from_numpy(x[:50])).detach().numpy()
+    np.testing.assert_allclose(model.predict(x[:50]), want, **TOL)
+    assert model.optimizer_state["velocity"].shape == model.network.params.shape
+
+
+def test_from_torch_refuses_other_modules():
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(), torch.nn.Linear(3, 2))
+    with pytest.raises(InteropError, match=r"module 1 \(Dropout\) is not supported"):
+        from_torch(module)
+    with pytest.raises(InteropError, match="LogSoftmax"):
+        from_torch(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LogSoftmax(dim=1)))
+
+
+def _graph_file(tmp_path, nodes, inputs, inits, name):
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    return path
+
+
+def test_unsupported_graphs_are_refused_naming_the_node(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    k = numpy_helper.from_array(np.ones((2, 1, 3), np.float32), "k")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
+    conv = _graph_file(
+        tmp_path,
+        [
+            helper.make_node("Conv", ["input", "k"], ["c"], "the_conv"),
+            helper.make_node("MatMul", ["c", "w"], ["output"], "mm"),
+        ],
+        [x],
+        [w, k],
+        "conv",
+    )
+    x2 = helper.make_tensor_value_info("extra", TensorProto.FLOAT, ["batch", 2])
+    two = _graph_file(
+        tmp_path,
+        [
+            helper.make_node("MatMul", ["input", "w"], ["z"], "mm"),
+            helper.make_node("Add", ["z", "extra"], ["output"], "adds_second_input"),
+        ],
+        [x, x2],
+        [w],
+        "two",
+    )
+    store = tmp_path / "store"
+    for path, message in [
+        (conv, "node 'the_conv' (Conv) is not supported"),
+        (
+            two,
+            "graph has 2 inputs ('input', 'extra'), bpserve takes one; "
+            "node 'adds_second_input' (Add) reads 'extra'",
+        ),
+    ]:
+        run = bptrain("import", path, "--name", "refused", "--models-dir", store)
+        assert run.returncode == 3 and message in run.stderr, run.stderr
+        with pytest.raises(InteropError, match="not supported|2 inputs"):
+            import_onnx(path.read_bytes())
+    assert ModelStore(store).versions("refused") == []
+
+
+def test_a_layer_after_the_output_is_refused(tmp_path):
+    """A Gemm chain followed by a value-changing op (here Mul) is not taken as a tail."""
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    two = numpy_helper.from_array(np.float32(2), "two")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
+    path = _graph_file(
+        tmp_path,
+        [
+            helper.make_node("Gemm", ["input", "w"], ["z"], "g0"),
+            helper.make_node("Sigmoid", ["z"], ["a"], "s0"),
+            helper.make_node("Mul", ["a", "two"], ["output"], "doubles"),
+        ],
+        [x],
+        [w, two],
+        "mul",
+    )
+    with pytest.raises(InteropError, match=r"node 'doubles' \(Mul\) is not supported"):
+        import_onnx(path.read_bytes())
