@@ -5,6 +5,7 @@ across a restart.  Unsupported graphs are refused naming the node."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -16,6 +17,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tests.server import ROOT, Server, make_store
 from training.data import load_digits
@@ -25,12 +28,13 @@ from training.store import ModelStore
 
 TOKEN = "interop-token"
 TOL = {"rtol": 1e-5, "atol": 1e-5}
+LETTERS = np.array(list("abcdefghij"))
 
 
-def bptrain(*args):
+def bptrain(*args, cwd=ROOT):
     return subprocess.run(
         [sys.executable, "-m", "training", *map(str, args)],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
     )
@@ -86,6 +90,14 @@ def imported(tmp_path_factory, data):
             ("skl-multi", MLPClassifier((20,), activation="tanh", max_iter=30, random_state=0), y),
             ("skl-binary", MLPClassifier((12, 6), max_iter=30, random_state=0), y % 2),
             (
+                "skl-pipe",
+                make_pipeline(
+                    StandardScaler(),
+                    MLPClassifier((8,), activation="identity", max_iter=30, random_state=0),
+                ),
+                LETTERS[y],
+            ),
+            (
                 "skl-reg",
                 MLPRegressor(hidden_layer_sizes=(16,), max_iter=30, random_state=0),
                 np.stack([y / 9.0, (y % 3) / 2.0], axis=1),
@@ -103,7 +115,7 @@ def imported(tmp_path_factory, data):
     server.stop()
 
 
-NAMES = ["torch-dynamo", "torch-legacy", "skl-multi", "skl-binary", "skl-reg"]
+NAMES = ["torch-dynamo", "torch-legacy", "skl-multi", "skl-binary", "skl-pipe", "skl-reg"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -122,13 +134,15 @@ def test_serves_what_the_framework_computes(imported, data, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_train_steps_survive_a_restart(imported, data, name):
-    server, expected = imported
+    server, _ = imported
     x, y = data
     rows = x[:16].tolist()
     if name == "skl-reg":
         targets = np.stack([y[:16] / 9.0, (y[:16] % 3) / 2.0], axis=1).tolist()
     elif name == "skl-binary":
         targets = [str(v % 2) for v in y[:16]]
+    elif name == "skl-pipe":
+        targets = LETTERS[y[:16]].tolist()
     else:
         targets = [str(v) for v in y[:16]]
     _, before = server.request("POST", f"/models/{name}/predict", {"inputs": rows})
@@ -245,7 +259,7 @@ def test_unsupported_graphs_are_refused_naming_the_node(tmp_path):
     ]:
         run = bptrain("import", path, "--name", "refused", "--models-dir", store)
         assert run.returncode == 3 and message in run.stderr, run.stderr
-        with pytest.raises(InteropError, match="not supported|2 inputs"):
+        with pytest.raises(InteropError, match=r"not supported|2 inputs"):
             import_onnx(path.read_bytes())
     assert ModelStore(store).versions("refused") == []
 
@@ -268,3 +282,30 @@ def test_a_layer_after_the_output_is_refused(tmp_path):
     )
     with pytest.raises(InteropError, match=r"node 'doubles' \(Mul\) is not supported"):
         import_onnx(path.read_bytes())
+
+
+def test_readme_bring_your_model_runs(tmp_path):
+    """The README's example, as written: the Python block, then its two commands."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Bring your model", 1)[1].split("\n## ", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    shell = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    run = subprocess.run(
+        [sys.executable, "-c", python],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 0, run.stderr
+    for line in shell.strip().splitlines():
+        cmd = line.split("#")[0].split()
+        assert cmd[0] == ".venv/bin/bptrain"
+        done = bptrain(*cmd[1:], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    store = ModelStore(tmp_path / "models")
+    assert store.names() == ["iris-onnx", "iris-torch"]
+    a, _ = store.load("iris-torch")
+    b, _ = store.load("iris-onnx")
+    assert a.network.params.tobytes() == b.network.params.tobytes()
+    assert b.labels == ["setosa", "versicolor", "virginica"] and b.optimizer.learning_rate == 0.01

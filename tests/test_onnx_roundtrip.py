@@ -66,7 +66,7 @@ def served(tmp_path_factory):
 
 @pytest.mark.parametrize("case", CASES, ids=[case_name(*c) for c in CASES])
 def test_onnxruntime_equals_predict(served, case):
-    server, store, files = served
+    server, _, files = served
     name = case_name(*case)
     proto = onnx.load(files[name])
     onnx.checker.check_model(proto, full_check=True)
