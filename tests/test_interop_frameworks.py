@@ -11,10 +11,8 @@ import sys
 import warnings
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
@@ -22,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tests.server import ROOT, Server, make_store
 from training.data import load_digits
-from training.interop import InteropError, from_sklearn, from_torch, import_onnx
+from training.interop import from_sklearn, from_torch
 from training.online import apply_step
 from training.store import ModelStore
 
@@ -200,88 +198,6 @@ def test_api_from_sklearn_and_from_torch(data):
     want = module(torch.from_numpy(x[:50])).detach().numpy()
     np.testing.assert_allclose(model.predict(x[:50]), want, **TOL)
     assert model.optimizer_state["velocity"].shape == model.network.params.shape
-
-
-def test_from_torch_refuses_other_modules():
-    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(), torch.nn.Linear(3, 2))
-    with pytest.raises(InteropError, match=r"module 1 \(Dropout\) is not supported"):
-        from_torch(module)
-    with pytest.raises(InteropError, match="LogSoftmax"):
-        from_torch(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LogSoftmax(dim=1)))
-
-
-def _graph_file(tmp_path, nodes, inputs, inits, name):
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        inputs,
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 2])],
-        inits,
-    )
-    path = tmp_path / f"{name}.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
-    return path
-
-
-def test_unsupported_graphs_are_refused_naming_the_node(tmp_path):
-    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
-    k = numpy_helper.from_array(np.ones((2, 1, 3), np.float32), "k")
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
-    conv = _graph_file(
-        tmp_path,
-        [
-            helper.make_node("Conv", ["input", "k"], ["c"], "the_conv"),
-            helper.make_node("MatMul", ["c", "w"], ["output"], "mm"),
-        ],
-        [x],
-        [w, k],
-        "conv",
-    )
-    x2 = helper.make_tensor_value_info("extra", TensorProto.FLOAT, ["batch", 2])
-    two = _graph_file(
-        tmp_path,
-        [
-            helper.make_node("MatMul", ["input", "w"], ["z"], "mm"),
-            helper.make_node("Add", ["z", "extra"], ["output"], "adds_second_input"),
-        ],
-        [x, x2],
-        [w],
-        "two",
-    )
-    store = tmp_path / "store"
-    for path, message in [
-        (conv, "node 'the_conv' (Conv) is not supported"),
-        (
-            two,
-            "graph has 2 inputs ('input', 'extra'), bpserve takes one; "
-            "node 'adds_second_input' (Add) reads 'extra'",
-        ),
-    ]:
-        run = bptrain("import", path, "--name", "refused", "--models-dir", store)
-        assert run.returncode == 3 and message in run.stderr, run.stderr
-        with pytest.raises(InteropError, match=r"not supported|2 inputs"):
-            import_onnx(path.read_bytes())
-    assert ModelStore(store).versions("refused") == []
-
-
-def test_a_layer_after_the_output_is_refused(tmp_path):
-    """A Gemm chain followed by a value-changing op (here Mul) is not taken as a tail."""
-    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
-    two = numpy_helper.from_array(np.float32(2), "two")
-    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])
-    path = _graph_file(
-        tmp_path,
-        [
-            helper.make_node("Gemm", ["input", "w"], ["z"], "g0"),
-            helper.make_node("Sigmoid", ["z"], ["a"], "s0"),
-            helper.make_node("Mul", ["a", "two"], ["output"], "doubles"),
-        ],
-        [x],
-        [w, two],
-        "mul",
-    )
-    with pytest.raises(InteropError, match=r"node 'doubles' \(Mul\) is not supported"):
-        import_onnx(path.read_bytes())
 
 
 def test_readme_bring_your_model_runs(tmp_path):
