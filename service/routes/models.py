@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, jsonify, request
 
 from service import idempotency
@@ -51,6 +53,8 @@ def describe(name: str):
             "versions": st.registry.store.versions(name),
             "load_error": st.registry.load_error(name),
             "learning": st.registry.learning.describe(name, st.registry.store.model_dir(name)),
+            "worker": os.getpid(),
+            "watcher": st.registry.watcher_stats(),
         }
     )
 
