@@ -18,11 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,68 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from spread import spread  # noqa: E402
 from steal import Steal  # noqa: E402
+from wrk import ensure_wrk, lua_post, lua_post_bytes, run_wrk  # noqa: E402
 
 from tests.server import Server, make_store  # noqa: E402
 
 TOKEN = "bench-token"
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        sys.exit("wrk is missing: apt-get install wrk (needs root)")
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-    return shutil.which("wrk") or sys.exit("wrk did not install")
-
-
-def lua_post(path: Path, body: dict, token: str | None = None) -> Path:
-    headers = 'wrk.headers["Content-Type"] = "application/json"\n'
-    if token:
-        headers += f'wrk.headers["Authorization"] = "Bearer {token}"\n'
-    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n{headers}')
-    return path
-
-
-def lua_post_bytes(path: Path, body: bytes, headers: dict[str, str]) -> Path:
-    """A wrk script that POSTs any bytes (kept in a file beside it, read in binary mode)."""
-    data = path.with_suffix(".body")
-    data.write_bytes(body)
-    lines = [
-        'wrk.method = "POST"',
-        f'local f = assert(io.open({json.dumps(str(data))}, "rb"))',
-        'wrk.body = f:read("*a")',
-        "f:close()",
-        *(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()),
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None) -> dict:
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
-    if script:
-        cmd += ["-s", str(script)]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(m.group(1)), m.group(2)
-        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": round(rps, 1),
-        "p50_ms": round(pct("50"), 3),
-        "p99_ms": round(pct("99"), 3),
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": errors.group(1) if errors else None,
-    }
 
 
 def rounds_of_wrk(
@@ -178,15 +119,38 @@ def sequential_raw(server: Server, path: str, body: bytes, headers: dict, n: int
     return times
 
 
+def spread_cases(wrk: str, args, body: dict) -> None:
+    """The default 2 workers under -c4 and -c16 of 1-row /predict, ``args.spread`` runs of
+    3 s each: does every worker get work in every run (bench/spread.py)?"""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        server = Server(make_store(tmp / "models"), log_requests="false")
+        server.env["GUNICORN_CMD_ARGS"] = args.gunicorn_args
+        server.start()
+        try:
+            script = lua_post(tmp / "p1.lua", body)
+            url = f"http://127.0.0.1:{server.port}/predict"
+            for c in (4, 16):
+                r = spread(run_wrk, wrk, url, script, server.proc.pid, c, args.spread, 3)
+                r["gunicorn_args"] = args.gunicorn_args
+                print(json.dumps(r), flush=True)
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="per case and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--spread", type=int, metavar="RUNS", help="only: keep-alive spread")
+    parser.add_argument("--gunicorn-args", default="", help="GUNICORN_CMD_ARGS for --spread")
     args = parser.parse_args()
     wrk = ensure_wrk()
     rng = np.random.default_rng(0)
     row = lambda n: rng.uniform(0, 16, size=(n, 64)).round(2).tolist()  # noqa: E731
+    if args.spread:
+        return spread_cases(wrk, args, {"inputs": row(1)})
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = make_store(tmp / "models")

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     reload_interval: float = Field(default=2.0, gt=0)
     # online steps between automatic snapshots (a new version, a compacted journal); 0: off
     snapshot_every: int = Field(default=1000, ge=0)
+    # A kept-alive connection is closed after this many requests or seconds (0: never), so
+    # that a client's persistent connections spread over the workers (service/worker.py).
+    keepalive_requests: int = Field(default=100, ge=0)
+    keepalive_seconds: float = Field(default=0, ge=0)
     blas_threads: int = Field(default=1, ge=1)
     log_requests: bool = True
 

@@ -15,46 +15,30 @@ with the same token rule.
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from service import auth, errors, metrics
 from service.errors import ApiError
-from service.routes.common import read_body, state
+from service.routes.common import state
 from service.routes.train import DISABLED, step
 from service.schemas import StepParameters
+from service.v2_codec import (
+    HEADER,
+    Binary,
+    InferRequest,
+    RequestedOutput,
+    bytes_tensor,
+    find,
+    read,
+    reply,
+    tensor_array,
+)
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
-DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-HEADER = "Inference-Header-Content-Length"
-
-
-class Tensor(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str
-    shape: list[int]
-    datatype: str
-    data: Any = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class RequestedOutput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-
-class InferRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: str | None = None
-    inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 errors.register_v2(bp)  # the one error table, in the protocol's {"error": "..."} shape
@@ -142,119 +126,7 @@ def model_ready(name: str, version: str | None = None):
 
 # -- inference ----------------------------------------------------------------------------------
 def _body() -> tuple[InferRequest, memoryview]:
-    """The JSON header and the binary part, with size, encoding and header checks."""
-    limit = state().settings.max_body_bytes
-    raw = read_body(request)
-    encoding = (request.headers.get("Content-Encoding") or "").lower()
-    if encoding in ("gzip", "deflate"):
-        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            raw = inflater.decompress(raw, limit + 1)
-        except zlib.error as exc:
-            raise ApiError(
-                400, "bad_encoding", f"cannot decompress the {encoding} body: {exc}"
-            ) from None
-        if len(raw) > limit or inflater.unconsumed_tail:
-            raise ApiError(413, "body_too_large", f"decompressed body exceeds {limit} bytes")
-    elif encoding not in ("", "identity"):
-        raise ApiError(415, "bad_encoding", f"unsupported Content-Encoding {encoding!r}")
-    header_len = request.headers.get(HEADER)
-    if header_len is None:
-        head, rest = raw, memoryview(b"")
-    else:
-        if not header_len.isdigit() or int(header_len) > len(raw):
-            raise ApiError(
-                400,
-                "bad_header_length",
-                f"{HEADER} is {header_len!r}, the body has {len(raw)} bytes",
-            )
-        # The tensor bytes as a view, not a slice: not copied on their way to numpy.
-        head, rest = raw[: int(header_len)], memoryview(raw)[int(header_len) :]
-    try:
-        req = InferRequest.model_validate_json(head)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(
-            400, "bad_request", f"invalid inference request at {where}: {first['msg']}"
-        ) from None
-    return req, rest
-
-
-class _Binary:
-    """Hands out the binary part tensor by tensor, in request order."""
-
-    def __init__(self, data: memoryview) -> None:
-        self.data, self.at = data, 0
-
-    def take(self, n: int, name: str) -> memoryview:
-        if n < 0 or self.at + n > len(self.data):
-            raise ApiError(
-                400,
-                "bad_binary_size",
-                f"input {name!r}: binary_data_size {n} runs past the "
-                f"{len(self.data)} bytes of binary data",
-            )
-        out = self.data[self.at : self.at + n]
-        self.at += n
-        return out
-
-
-def _tensor_array(
-    t: Tensor, binary: _Binary, cols: int, dtype: np.dtype, max_rows: int
-) -> np.ndarray:
-    if t.datatype not in DTYPES:
-        raise ApiError(
-            400,
-            "bad_datatype",
-            f"input {t.name!r} has datatype {t.datatype}; expected FP32 or FP64",
-        )
-    wire = DTYPES[t.datatype]
-    if len(t.shape) != 2 or t.shape[1] != cols or t.shape[0] < 1:
-        raise ApiError(
-            400, "bad_shape", f"input {t.name!r} has shape {t.shape}; expected [n, {cols}]"
-        )
-    if t.shape[0] > max_rows:
-        raise ApiError(
-            400, "too_many_rows", f"input {t.name!r} has {t.shape[0]} rows; the limit is {max_rows}"
-        )
-    count = t.shape[0] * cols
-    size = t.parameters.get("binary_data_size")
-    if size is not None:
-        if size != count * wire.itemsize:
-            raise ApiError(
-                400,
-                "bad_binary_size",
-                f"input {t.name!r}: binary_data_size {size} is not "
-                f"{count} x {wire.itemsize} bytes for shape {t.shape}",
-            )
-        arr = np.frombuffer(binary.take(size, t.name), dtype=wire)
-    else:
-        try:
-            arr = np.asarray(t.data, dtype=wire).reshape(-1)
-        except (ValueError, TypeError):
-            raise ApiError(400, "bad_data", f"input {t.name!r}: data must be numbers") from None
-        if arr.size != count:
-            raise ApiError(
-                400, "bad_shape", f"input {t.name!r}: {arr.size} values for shape {t.shape}"
-            )
-    arr = arr.reshape(t.shape).astype(dtype, copy=False)
-    if not np.isfinite(arr).all():
-        raise ApiError(400, "bad_data", f"input {t.name!r} holds NaN, Inf or values out of range")
-    return arr
-
-
-def _find(req: InferRequest, name: str) -> Tensor:
-    for t in req.inputs:
-        if t.name == name:
-            return t
-    raise ApiError(
-        400, "missing_input", f"no input tensor named {name!r}; got {[t.name for t in req.inputs]}"
-    )
-
-
-def _bytes_tensor(values: list[str]) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in (v.encode() for v in values))
+    return read(request, state().settings.max_body_bytes)
 
 
 @bp.post("/models/<name>/infer")
@@ -264,21 +136,21 @@ def infer(name: str, version: str | None = None):
     auth.require(st.predict_secret, "inference")
     req, raw = _body()
     model, v = _model(name, version)
-    binary = _Binary(raw)
+    binary = Binary(raw)
     for t in req.inputs:
         if t.name != "input":
             raise ApiError(
                 400, "unknown_input", f"unknown input {t.name!r}; this model takes 'input'"
             )
-    x = _tensor_array(
-        _find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
+    x = tensor_array(
+        find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
     )
     outputs = model.output(x)
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
     wanted = req.outputs or [RequestedOutput(name=n) for n in available]
-    out_json, blobs = [], []
+    entries = []
     for o in wanted:
         if o.name not in available:
             raise ApiError(
@@ -292,22 +164,15 @@ def infer(name: str, version: str | None = None):
                 if as_binary
                 else None
             )
-            values = None if as_binary else outputs.ravel().tolist()
+            entries.append((entry, outputs, payload))
         else:
             labels = model.predict_labels(outputs) or []
             entry = {"name": "label", "datatype": "BYTES", "shape": [len(labels)]}
-            payload = _bytes_tensor(labels) if as_binary else None
-            values = None if as_binary else labels
-        if as_binary:
-            entry["parameters"] = {"binary_data_size": len(payload)}
-            blobs.append(payload)
-        else:
-            entry["data"] = values
-        out_json.append(entry)
-    body: dict[str, Any] = {"model_name": name, "model_version": str(v), "outputs": out_json}
+            entries.append((entry, labels, bytes_tensor(labels) if as_binary else None))
+    top: dict[str, Any] = {"model_name": name, "model_version": str(v)}
     if req.id is not None:
-        body["id"] = req.id
-    head = json.dumps(body).encode()
+        top["id"] = req.id
+    head, blobs = reply(top, entries)
     if not blobs:
         return Response(head, mimetype="application/json")
     resp = Response(head + b"".join(blobs), mimetype="application/octet-stream")
@@ -323,12 +188,10 @@ def train(name: str):
     req, raw = _body()
     served = st.registry.get(name)
     model = served.model
-    binary = _Binary(raw)
+    binary = Binary(raw)
     net = model.network
-    x = _tensor_array(
-        _find(req, "input"), binary, model.n_features, net.dtype, st.settings.max_rows
-    )
-    target = _find(req, "target")
+    x = tensor_array(find(req, "input"), binary, model.n_features, net.dtype, st.settings.max_rows)
+    target = find(req, "target")
     if target.datatype == "BYTES":
         if target.parameters.get("binary_data_size") is not None:
             raise ApiError(400, "bad_data", "send BYTES targets as JSON data")
@@ -339,7 +202,7 @@ def train(name: str):
         except ValueError as exc:
             raise ApiError(400, "unknown_label", str(exc)) from None
     else:
-        y = _tensor_array(target, binary, net.n_outputs, net.dtype, st.settings.max_rows)
+        y = tensor_array(target, binary, net.n_outputs, net.dtype, st.settings.max_rows)
     if len(y) != len(x):
         raise ApiError(400, "row_mismatch", f"{len(x)} input rows but {len(y)} targets")
     try:
