@@ -15,7 +15,7 @@ import pytest
 
 from tests.server import ROOT, Server, make_store
 from training.data import Standardizer, load_digits
-from training.interop import export_onnx, import_onnx, save_onnx
+from training.interop import InteropError, export_onnx, import_onnx, save_onnx
 from training.model import Model
 from training.network import Network
 from training.store import ModelStore
@@ -158,3 +158,25 @@ def test_float64_model_exports_as_double(tmp_path):
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict(x), atol=1e-12)
     back, _ = import_onnx(path.read_bytes())
     assert back.network.params.tobytes() == model.network.params.tobytes()
+
+
+def test_without_preprocessing_the_graph_says_what_it_expects(tmp_path):
+    model, _ = ModelStore(ROOT / "models").load("digits")
+    proto = export_onnx(model, preprocessing=False)
+    assert [n.op_type for n in proto.graph.node][:1] == ["Gemm"]
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert "not in this graph" in meta["bpserve.input"]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = load_digits().x[:30]
+    ready = model.standardize(x.astype(np.float32))
+    np.testing.assert_allclose(session.run(None, {"input": ready})[0], model.predict(x), atol=1e-5)
+
+
+def test_preprocessing_without_an_onnx_form_is_named():
+    from training.interop.preprocess import export_nodes
+
+    class Bucketizer:  # a preprocessing kind with no entry in EXPORTERS
+        pass
+
+    with pytest.raises(InteropError, match=r"Bucketizer has no ONNX form.*--no-preprocessing"):
+        export_nodes(Bucketizer(), "input", np.dtype(np.float32))
