@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -180,3 +181,22 @@ def test_preprocessing_without_an_onnx_form_is_named():
 
     with pytest.raises(InteropError, match=r"Bucketizer has no ONNX form.*--no-preprocessing"):
         export_nodes(Bucketizer(), "input", np.dtype(np.float32))
+
+
+def test_output_scaling_back_to_target_units_round_trips():
+    """A regression graph that ends in * scale + offset (what export writes for scaled
+    targets) imports as a model computing the same outputs."""
+    net = Network([64, 6, 2], "tanh", "identity", "quadratic", seed=4)
+    model = Model(net, Standardizer.fit(load_digits().x[:300]), None)
+    scale, offset = np.array([250.0, 0.5]), np.array([1000.0, -3.0])
+    model.targets = SimpleNamespace(scale=scale, offset=offset)  # as issue 16's TargetScaler
+    proto = export_onnx(model)
+    assert [n.name for n in proto.graph.node][-2:] == ["targets/mul", "targets/add"]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = load_digits().x[:40].astype(np.float32)
+    want = Model(net, model.standardizer, None).predict(x) * scale + offset
+    got = session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    back, _ = import_onnx(proto)
+    out = back.predict(x)  # folded into the last layer, or kept as target scaling
+    np.testing.assert_allclose(out, got, rtol=1e-5)
