@@ -50,7 +50,14 @@ def test_the_watcher_survives_failing_polls_then_reloads(tmp_path):
         store = ModelStore(server.models_dir)
         model, _ = store.load("digits", 1)
         assert store.save("digits", model.copy()) == 2
-        healed = every_worker_until(server, lambda i: i["served_version"] == 2)
+        # A poll loads version 2 before it counts itself: wait for both, per worker.
+        healed = every_worker_until(
+            server,
+            lambda i: (
+                i["served_version"] == 2
+                and i["watcher"]["polls"] > broken[i["worker"]]["watcher"]["polls"]
+            ),
+        )
     finally:
         gen.close()
     assert set(healed) == set(broken)
