@@ -55,6 +55,17 @@ LOAD_FAILURES = Counter(
 SERVED = Gauge(
     "bpserve_served_version", "Version served per model", ["model"], multiprocess_mode="livemax"
 )
+STORAGE_ERRORS = Counter(
+    "bpserve_storage_errors_total",
+    "Steps or snapshots refused because the store could not be written",
+    ["model", "code"],
+)
+LEARNING_PAUSED = Gauge(
+    "bpserve_learning_paused",
+    "1 while online learning is paused by a storage failure (per worker, as it last saw)",
+    ["model"],
+    multiprocess_mode="livemax",
+)
 
 
 def request(endpoint: str, status: int, seconds: float, model: str, version: str) -> None:
@@ -90,6 +101,15 @@ def load_failed(model: str, version: int) -> None:
 
 def served_version(model: str, version: int) -> None:
     SERVED.labels(model).set(version)
+
+
+def storage_failed(model: str, code: str) -> None:
+    STORAGE_ERRORS.labels(model, code).inc()
+    LEARNING_PAUSED.labels(model).set(1)
+
+
+def learning_paused(model: str, paused: bool) -> None:
+    LEARNING_PAUSED.labels(model).set(1 if paused else 0)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -15,63 +15,39 @@ memory itself; the others replay it.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from service import metrics
-from service.errors import ApiError
+from service import idempotency, metrics
+from service.errors import ModelChanged, ModelUnavailable, UnknownModel
+from service.learning_state import LearningState
+from service.served import Served
+from training.errors import StorageError
 from training.journal import FileJournal, Position, Record
 from training.model import Model
-from training.online import NonFiniteStep, apply_step
+from training.online import NonFiniteStep, StepResult, apply_step
 from training.store import Manifest, ModelStore, StoreError
 
 log = logging.getLogger("bpserve")
 
 
-@dataclass(frozen=True)
-class OnlineStats:
-    """Progressive validation: each labelled batch scored by the weights before its step."""
-
-    rows: int = 0
-    correct: int = 0
-    loss_sum: float = 0.0
-
-    def add(self, rows: int, correct: int, loss: float) -> OnlineStats:
-        return OnlineStats(self.rows + rows, self.correct + correct, self.loss_sum + loss * rows)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "accuracy": self.correct / self.rows if self.rows else None,
-            "loss": self.loss_sum / self.rows if self.rows else None,
-        }
-
-
-@dataclass(frozen=True)
-class Served:
-    name: str
-    version: int
-    model: Model
-    manifest: Manifest
-    online_steps: int = 0
-    pinned: bool = False
-    online: OnlineStats = field(default_factory=OnlineStats)
-    segment: str = ""  # id of the journal segment (the base record) this state follows
-    position: Position | None = None  # journal position after the last applied record
-
-    def weights_digest(self) -> str:
-        """sha256 of the weights and optimizer state: equal across workers that agree."""
-        h = hashlib.sha256(self.model.network.params.tobytes())
-        h.update(self.model.optimizer_state["velocity"].tobytes())
-        return h.hexdigest()
+def _step_result(before: Served, result: StepResult) -> dict[str, Any]:
+    """What a step answers (and what a retry with its Idempotency-Key is answered)."""
+    return {
+        "version": before.version,
+        "step": before.online_steps + 1,
+        "loss_before": result.loss_before,
+        "loss_after": result.loss_after,
+    }
 
 
 class Registry:
@@ -94,6 +70,7 @@ class Registry:
         self._cache: OrderedDict[tuple[str, int], tuple[Model, Manifest]] = OrderedDict()
         self._max_cached = max_cached_versions
         self._guard = threading.Lock()
+        self.learning = LearningState()
         self._polls = [0, 0]  # the watcher's polls done, and those that raised
 
     # -- plumbing ----------
@@ -137,11 +114,8 @@ class Registry:
         """
         served = self._served.get(name)
         if served is None:
-            raise ApiError(
-                404,
-                "unknown_model",
-                f"no model named {name!r} is served",
-                {"served": sorted(self._served)},
+            raise UnknownModel(
+                f"no model named {name!r} is served", {"served": sorted(self._served)}
             )
         journal = self.journal(name)
         heard = journal.changes()  # before the stat: a change after it moves the counter
@@ -156,29 +130,13 @@ class Registry:
         served = self.get(name)
         if served.version == version and served.online_steps == 0:
             return served.model, version
-        try:
-            return self._cached_load(name, version)[0], version
-        except StoreError as exc:
-            raise self._store_error(name, version, exc) from None
+        return self._cached_load(name, version)[0], version
 
     def all(self) -> dict[str, Served]:
         return dict(self._served)
 
     def load_error(self, name: str) -> dict[str, Any] | None:
         return self._errors.get(name)
-
-    @staticmethod
-    def _store_error(name: str, version: int | None, exc: StoreError) -> ApiError:
-        if "no such version" in exc.problem or "no versions" in exc.problem:
-            return ApiError(404, "unknown_version", f"model {name!r} has no version {version}")
-        if "invalid" in exc.problem:
-            return ApiError(422, "invalid_name", exc.problem)
-        return ApiError(
-            409,
-            "version_unloadable",
-            f"version {version} of {name!r} failed to load",
-            {"problem": exc.problem},
-        )
 
     # -- following the journal ----------
     def _catch_up(self, name: str) -> Served:
@@ -189,19 +147,15 @@ class Registry:
             try:
                 return self._apply_journal(name, served, since)
             except StoreError as exc:
-                raise ApiError(
-                    503, "model_unavailable", f"model {name!r} cannot be served: {exc}"
-                ) from None
+                raise ModelUnavailable(f"model {name!r} cannot be served: {exc}") from None
 
     def _apply_journal(self, name: str, served: Served | None, since: Position | None) -> Served:
         records, end = self.journal(name).read(since)
-        if (
-            served is not None
-            and since is not None
-            and end is not None
-            and since.ident != end.ident
-        ):
-            served = None  # the journal was compacted: it starts with a base record
+        if served is not None and since is not None and end is not None:
+            if since.ident != end.ident:
+                served = None  # the journal was compacted: it starts with a base record
+            elif end.offset < since.offset:  # cut back under us: never serve past it
+                return self._replay_from_start(name)
         for pos, record in records:
             if record.kind == "base":
                 served = self._from_base(name, record, pos)
@@ -224,7 +178,7 @@ class Registry:
             else:
                 served = self._replay_step(served, record, pos)
         if served is None:
-            raise ApiError(503, "model_unavailable", f"model {name!r} has no usable journal base")
+            raise ModelUnavailable(f"model {name!r} has no usable journal base")
         if end is not None and served.position != end:
             served = replace(served, position=end)
         self._swap(served)
@@ -245,12 +199,15 @@ class Registry:
             pinned=bool(record.meta.get("pinned")),
             segment=record.meta["segment"],
             position=pos,
+            keys=idempotency.from_base(record.meta),
         )
 
     @staticmethod
     def _replay_step(served: Served, record: Record, pos: Position) -> Served:
         m = record.meta
         result = apply_step(served.model, record.x, record.y, m["learning_rate"], m["momentum"])
+        if m.get("key") is not None:
+            served.keys[m["key"]] = (m["request"], _step_result(served, result))
         return replace(
             served,
             model=result.model,
@@ -259,11 +216,13 @@ class Registry:
             online=served.online.add(len(record.x), result.correct, result.loss_before),
         )
 
-    def _write_base(self, name: str, version: int, pinned: bool) -> Served:
-        """Compact the journal to a new base (lock held) and serve it here at once."""
-        record = Record(
-            "base", {"version": version, "pinned": pinned, "segment": uuid.uuid4().hex[:16]}
-        )
+    def _write_base(self, name: str, version: int, pinned: bool, **meta: Any) -> Served:
+        """Compact the journal to a new base (lock held) and serve it here at once,
+        carrying the Idempotency-Keys of the segment it replaces."""
+        current = self._served.get(name)
+        meta["keys"] = idempotency.carry(current.keys) if current is not None else {}
+        segment = uuid.uuid4().hex[:16]
+        record = Record("base", {"version": version, "pinned": pinned, "segment": segment, **meta})
         pos = self.journal(name).rebase(record)
         served = self._from_base(name, record, pos)
         self._swap(served)
@@ -284,7 +243,7 @@ class Registry:
                 else:
                     self.get(name, full_check=True)
                 self._maybe_reload(name)
-            except (StoreError, ApiError) as exc:
+            except (StoreError, StorageError, ModelUnavailable) as exc:
                 self._errors[name] = {"version": None, "problem": str(exc)}
                 log.error(
                     "model unavailable",
@@ -292,14 +251,18 @@ class Registry:
                 )
 
     def _start(self, name: str) -> None:
-        with self._lock(name), self.journal(name).locked():
-            if self.journal(name).position() is None:
-                latest = self._newest_loadable(name)
-                if latest is None:
-                    return
-                self._write_base(name, latest, pinned=False)
-                self._announce("loaded", name, latest)
-            self._catch_up(name)
+        with self._lock(name):
+            if self.journal(name).position() is not None:  # no writing: a read-only store serves
+                self._catch_up(name)
+                return
+            with self.journal(name).locked():
+                if self.journal(name).position() is None:
+                    latest = self._newest_loadable(name)
+                    if latest is None:
+                        return
+                    self._write_base(name, latest, pinned=False)
+                    self._announce("loaded", name, latest)
+                self._catch_up(name)
 
     @staticmethod
     def _announce(event: str, name: str, version: int, **extra: Any) -> None:
@@ -347,8 +310,8 @@ class Registry:
             return
         with self._lock(name), self.journal(name).locked():
             current = self._catch_up(name)
-            if current.pinned or latest <= current.version:
-                return
+            if current.pinned or latest <= current.version or not self.store.has(name, latest):
+                return  # (a version withdrawn since it was listed is not served)
             self._write_base(name, latest, pinned=False)
         self._errors.pop(name, None)
         self._announce(
@@ -366,23 +329,22 @@ class Registry:
         when the version a journal names can no longer be loaded.
         """
         if name not in self._served and not self.store.versions(name):
-            raise ApiError(404, "unknown_model", f"no model named {name!r} is served")
-        try:
-            self._cached_load(name, version)
-        except StoreError as exc:
-            raise self._store_error(name, version, exc) from None
+            raise UnknownModel(f"no model named {name!r} is served")
+        self._cached_load(name, version)
         with self._lock(name), self.journal(name).locked():
             served = self._write_base(name, version, pinned=True)
         self._announce("pinned", name, version)
         return served
 
-    def snapshot(self, name: str) -> tuple[Served, Served]:
+    def snapshot(self, name: str, key: str | None = None) -> dict[str, Any]:
         """Publish the online-trained weights and optimizer state as a new version."""
         self.get(name)  # 404 for a model that is not served, before touching its folder
-        with self._lock(name), self.journal(name).locked():
-            return self._snapshot_locked(name)
+        digest = idempotency.snapshot_digest(name)
+        with self._lock(name), self._storage(name), self.journal(name).locked():
+            done = idempotency.recorded(self._catch_up(name).keys, key, digest)
+            return done if done is not None else self._snapshot_locked(name, key, digest)
 
-    def _snapshot_locked(self, name: str) -> tuple[Served, Served]:
+    def _snapshot_locked(self, name: str, key: str | None, digest: str) -> dict[str, Any]:
         cur = self._catch_up(name)
         version = self.store.save(
             name,
@@ -392,9 +354,23 @@ class Registry:
             training={"source": "online", "parent": cur.version, "steps": cur.online_steps},
             metrics={f"online_{k}": v for k, v in cur.online.as_dict().items()},
         )
+        result = {
+            "model": name,
+            "version": version,
+            "parent_version": cur.version,
+            "online_steps": cur.online_steps,
+        }
         # The version is durable (published and fsynced) before the journal lets go of
         # the steps that made it.
-        served = self._write_base(name, version, pinned=cur.pinned)
+        mine = {"key": key, "request": digest, "result": result} if key is not None else {}
+        try:
+            self._write_base(name, version, pinned=cur.pinned, **mine)
+        except StorageError:
+            # The journal still holds the steps: a reload to this version would drop
+            # the ones acknowledged after it, so it goes (if even that fails, it stays).
+            with contextlib.suppress(StorageError):
+                self.store.withdraw(name, version)
+            raise
         log.info(
             "snapshot published",
             extra={
@@ -405,7 +381,17 @@ class Registry:
                 "steps": cur.online_steps,
             },
         )
-        return cur, served
+        return result
+
+    @contextlib.contextmanager
+    def _storage(self, name: str) -> Iterator[None]:
+        """Hear whether a write to the store worked: learning pauses and resumes by it."""
+        try:
+            yield
+        except StorageError as exc:
+            self.learning.failed(name, exc)
+            raise
+        self.learning.succeeded(name)
 
     def train_step(
         self,
@@ -414,47 +400,50 @@ class Registry:
         y: np.ndarray,
         learning_rate: float | None,
         momentum: float | None,
-    ) -> tuple[Served, float, float]:
-        """Catch up, compute, append and fsync, serve: one writer at a time, across workers."""
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """Catch up, compute, append and fsync, serve: one writer at a time, across workers.
+
+        Returns ``version``, ``step``, ``loss_before``, ``loss_after``: the recorded ones
+        when ``key`` was already applied (and nothing is applied again).
+        """
         self.get(name)
-        with self._lock(name), self.journal(name).locked():
+        digest = idempotency.step_digest(name, x, y, learning_rate, momentum)
+        with self._lock(name), self._storage(name), self.journal(name).locked():
             cur = self._catch_up(name)
+            done = idempotency.recorded(cur.keys, key, digest)
+            if done is not None:
+                return done
             net = cur.model.network
             if x.shape[1] != net.n_inputs or y.shape[1] != net.n_outputs:
                 # The request was checked against a version that a reload replaced since.
-                raise ApiError(
-                    409,
-                    "model_changed",
+                raise ModelChanged(
                     f"model {name!r} changed while this step was "
-                    "being prepared (a new version); send it again",
+                    "being prepared (a new version); send it again"
                 )
             opt = cur.model.optimizer
             lr = learning_rate if learning_rate is not None else opt.learning_rate
             mu = momentum if momentum is not None else opt.momentum
             try:
                 result = apply_step(cur.model, x, y, lr, mu)
-            except NonFiniteStep as exc:
+            except NonFiniteStep:
                 metrics.step_refused(name)
-                raise ApiError(
-                    422,
-                    "non_finite_step",
-                    f"{exc}; the model is unchanged (lower the learning rate?)",
-                ) from None
+                raise
             step = cur.online_steps + 1
-            pos = self.journal(name).append(
-                Record(
-                    "step",
-                    {
-                        "segment": cur.segment,
-                        "base_version": cur.version,
-                        "step": step,
-                        "learning_rate": lr,
-                        "momentum": mu,
-                    },
-                    x,
-                    y,
-                )
-            )
+            meta = {
+                "segment": cur.segment,
+                "base_version": cur.version,
+                "step": step,
+                "learning_rate": lr,
+                "momentum": mu,
+            }
+            if key is not None:
+                meta |= {"key": key, "request": digest}
+            pos = self.journal(name).append(Record("step", meta, x, y))
+            # Durable: only now does any state in memory move on.
+            answer = _step_result(cur, result)
+            if key is not None:
+                cur.keys[key] = (digest, answer)
             served = replace(
                 cur,
                 model=result.model,
@@ -464,9 +453,15 @@ class Registry:
             )
             self._swap(served)
             if self.snapshot_every and step >= self.snapshot_every:
-                self._snapshot_locked(name)
+                try:
+                    self._snapshot_locked(name, None, "")
+                except StorageError as exc:  # the step is stored; the snapshot can wait
+                    log.warning(
+                        "snapshot deferred",
+                        extra={"event": "snapshot_deferred", "model": name, "problem": str(exc)},
+                    )
         metrics.train_step(name, served.version, result.loss_before, served.online)
-        return served, result.loss_before, result.loss_after
+        return answer
 
     # -- the watcher ----------
     def start_watching(self) -> None:

@@ -262,7 +262,17 @@ def openapi() -> dict[str, Any]:
         "schema": {"type": "integer", "minimum": 1},
         "example": 1,
     }
-    return {
+    from service.openapi_v2 import paths as v2_paths  # here: it imports the V2 routes
+
+    v2, v2_schemas = v2_paths()
+    schemas.update(v2_schemas)
+    key_p = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+    }
+    doc = {
         "openapi": "3.1.0",
         "info": {"title": "bpserve", "version": "1"},
         "components": {
@@ -320,3 +330,8 @@ def openapi() -> dict[str, Any]:
             },
         },
     }
+    for path in ("/train-step", "/models/{name}/train-step", "/models/{name}/snapshot"):
+        post = doc["paths"][path]["post"]
+        post["parameters"] = [*post.get("parameters", []), key_p]
+    doc["paths"].update(v2)
+    return doc

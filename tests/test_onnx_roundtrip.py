@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ import pytest
 
 from tests.server import ROOT, Server, make_store
 from training.data import Standardizer, load_digits
-from training.interop import export_onnx, import_onnx, save_onnx
+from training.interop import InteropError, export_onnx, import_onnx, save_onnx
 from training.model import Model
 from training.network import Network
 from training.store import ModelStore
@@ -158,3 +159,70 @@ def test_float64_model_exports_as_double(tmp_path):
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict(x), atol=1e-12)
     back, _ = import_onnx(path.read_bytes())
     assert back.network.params.tobytes() == model.network.params.tobytes()
+
+
+def test_without_preprocessing_the_graph_says_what_it_expects(tmp_path):
+    model, _ = ModelStore(ROOT / "models").load("digits")
+    proto = export_onnx(model, preprocessing=False)
+    assert [n.op_type for n in proto.graph.node][:1] == ["Gemm"]
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert "not in this graph" in meta["bpserve.input"]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = load_digits().x[:30]
+    ready = model.standardize(x.astype(np.float32))
+    np.testing.assert_allclose(session.run(None, {"input": ready})[0], model.predict(x), atol=1e-5)
+
+
+def test_preprocessing_without_an_onnx_form_is_named():
+    from training.interop.preprocess import export_nodes
+
+    class Bucketizer:  # a preprocessing kind with no entry in EXPORTERS
+        pass
+
+    with pytest.raises(InteropError, match=r"Bucketizer has no ONNX form.*--no-preprocessing"):
+        export_nodes(Bucketizer(), "input", np.dtype(np.float32))
+
+
+def test_output_scaling_back_to_target_units_round_trips():
+    """A regression graph that ends in * scale + offset (what export writes for scaled
+    targets) imports as a model computing the same outputs."""
+    net = Network([64, 6, 2], "tanh", "identity", "quadratic", seed=4)
+    model = Model(net, Standardizer.fit(load_digits().x[:300]), None)
+    scale, offset = np.array([250.0, 0.5]), np.array([1000.0, -3.0])
+    model.targets = SimpleNamespace(scale=scale, offset=offset)  # as issue 16's TargetScaler
+    proto = export_onnx(model)
+    assert [n.name for n in proto.graph.node][-2:] == ["targets/mul", "targets/add"]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = load_digits().x[:40].astype(np.float32)
+    want = Model(net, model.standardizer, None).predict(x) * scale + offset
+    got = session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    back, _ = import_onnx(proto)
+    out = back.predict(x)  # folded into the last layer, or kept as target scaling
+    np.testing.assert_allclose(out, got, rtol=1e-5)
+
+
+def test_numeric_column_preprocessing_exports(tmp_path):
+    """Issue 16's column preprocessing (holes filled, scaled, clipped), where this bpserve
+    has it: onnxruntime on rows with holes and outliers equals the model's own predict;
+    hole indicators (no ONNX form yet) are refused saying what the graph would expect."""
+    prep = pytest.importorskip("training.preprocessing")
+    rng = np.random.default_rng(7)
+    names = [f"c{i}" for i in range(6)]
+    x = rng.normal(50, 10, size=(200, 6))
+    pre, _ = prep.Preprocessor.fit(x, {}, names)  # no holes in training: no indicators
+    model = Model(Network([6, 5, 3], "relu", loss="cross_entropy"), pre, ["a", "b", "c"])
+    session = ort.InferenceSession(
+        export_onnx(model).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    rows = np.vstack([x[:20], rng.normal(50, 400, size=(5, 6))]).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.1] = np.nan
+    np.testing.assert_allclose(
+        session.run(None, {"input": rows})[0], model.predict(rows), atol=1e-5
+    )
+    x[rng.random(x.shape) < 0.1] = np.nan
+    holed, _ = prep.Preprocessor.fit(x, {}, names)
+    assert any(c.indicator for c in holed.cols)
+    net = Network([holed.width, 5, 3], "relu", loss="cross_entropy")
+    with pytest.raises(InteropError, match=r"hole indicator.*--no-preprocessing"):
+        export_onnx(Model(net, holed, ["a", "b", "c"]))

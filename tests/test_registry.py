@@ -31,10 +31,10 @@ def batch():
 def test_a_step_by_one_worker_is_served_by_the_other_at_once(workers, batch):
     a, b = workers
     for step in (1, 2):
-        served, _, _ = a.train_step("digits", *batch, 0.1, 0.9)
+        answer = a.train_step("digits", *batch, 0.1, 0.9)
         seen = b.get("digits")  # no watcher here: only the journal's counter tells b
-        assert seen.online_steps == served.online_steps == step
-        assert seen.weights_digest() == served.weights_digest()
+        assert seen.online_steps == answer["step"] == a.get("digits").online_steps == step
+        assert seen.weights_digest() == a.get("digits").weights_digest()
 
 
 def test_a_step_without_its_counter_bump_waits_for_the_full_check(workers, batch):
@@ -49,5 +49,5 @@ def test_a_step_without_its_counter_bump_waits_for_the_full_check(workers, batch
         f.write(encode(record))  # what append() writes, without the bump after it
     b.refresh()
     assert b.get("digits").online_steps == 1
-    served, _, _ = a.train_step("digits", *batch, 0.1, 0.9)  # a writer catches up first
-    assert served.online_steps == 2 and b.get("digits").online_steps == 2
+    answer = a.train_step("digits", *batch, 0.1, 0.9)  # a writer catches up first
+    assert answer["step"] == 2 and b.get("digits").online_steps == 2

@@ -388,14 +388,15 @@ def test_rollback_recovers_when_the_served_version_breaks(store_dir, digits):
 def test_a_step_prepared_for_another_shape_is_refused_not_crashed(store_dir):
     # The route checks a request against the served snapshot; if a reload swaps in a
     # different architecture before the step takes the lock, the registry refuses it.
-    from service.errors import ApiError
+    from service.errors import ModelChanged, answer
     from service.registry import Registry
 
     registry = Registry(ModelStore(store_dir))
     registry.refresh()
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(ModelChanged) as err:
         registry.train_step(
             "digits", np.zeros((1, 63), np.float32), np.eye(10, dtype=np.float32)[:1], None, None
         )
-    assert err.value.status == 409 and err.value.code == "model_changed"
+    reply = answer(err.value)
+    assert reply is not None and (reply.status, reply.code) == (409, "model_changed")
     assert registry.get("digits").online_steps == 0

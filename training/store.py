@@ -10,7 +10,10 @@ files and the folder, takes the model's lock, picks the next version number, wri
 the manifest, renames the folder into place and fsyncs the parent: a version is
 complete or absent whatever moment a crash hits, and concurrent publishers get
 distinct numbers.  Loading verifies every hash, the format version, the shapes and the
-dtypes, and raises ``StoreError`` naming the file and the problem.
+dtypes, and raises a ``StoreError`` (``UnknownVersion``, ``CorruptVersion``,
+``InvalidName``) naming the file and the problem.  Every write goes through
+``training.durable_io``: a full, read-only or failing disk raises a ``StorageError`` and
+leaves no version behind (a version whose final folder sync failed is withdrawn).
 """
 
 from __future__ import annotations
@@ -26,19 +29,35 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
+from training import durable_io as dio
 from training.data import Standardizer
+from training.errors import (
+    CorruptVersion,
+    InvalidName,
+    StorageError,
+    StorageIOError,
+    StoreError,
+    UnknownVersion,
+)
+from training.manifest import (
+    FORMAT_VERSION,
+    Architecture,
+    Inputs,
+    Manifest,
+    OptimizerConfig,
+    Preprocessing,
+)
 from training.model import Model
 from training.network import Network
 from training.optimizers import SGD
 
-FORMAT_VERSION = 1
 WEIGHTS, OPTIMIZER, MANIFEST, PINS = (
     "weights.safetensors",
     "optimizer.safetensors",
@@ -50,67 +69,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Test hook: called with the name of each publish step as it completes, so a test can
 # kill the publishing process between any two steps.  None in normal use.
 on_publish_step: Callable[[str], None] | None = None
-
-
-class StoreError(Exception):
-    """A model version that cannot be used: names the file and the problem."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = str(path), problem
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Architecture(_Strict):
-    sizes: list[int] = Field(min_length=2)
-    activations: list[str]
-    loss: str
-
-
-class Inputs(_Strict):
-    n_features: int = Field(ge=1)
-    feature_names: list[str] | None = None
-
-
-class Preprocessing(_Strict):
-    mean: list[float]
-    scale: list[float]
-
-
-class OptimizerConfig(_Strict):
-    learning_rate: float
-    momentum: float
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    clip_norm: float | None = None
-
-
-class Manifest(_Strict):
-    format_version: Literal[1]
-    name: str
-    version: int = Field(ge=1)
-    parent_version: int | None = None
-    online_steps: int = 0
-    created_at: datetime
-    architecture: Architecture
-    dtype: Literal["float32", "float64"]
-    inputs: Inputs
-    labels: list[str] | None = None
-    preprocessing: Preprocessing
-    optimizer: OptimizerConfig
-    training: dict[str, Any] = {}
-    data_fingerprint: str | None = None
-    metrics: dict[str, float | int | None] = {}
-    files: dict[str, str]
+__all__ = ["FORMAT_VERSION", "Manifest", "ModelStore", "StorageError", "StoreError"]
 
 
 def check_name(name: object) -> str:
     """A model name from outside: no separators, no traversal, nothing hidden."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise StoreError(
+        raise InvalidName(
             str(name)[:80], "invalid model name (letters, digits, '.', '_', '-'; no '..')"
         )
     return name
@@ -120,20 +85,30 @@ def check_version(version: object) -> int:
     if isinstance(version, str) and version.isdigit():
         version = int(version)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise StoreError(str(version)[:80], "invalid version (a positive integer)")
+        raise InvalidName(str(version)[:80], "invalid version (a positive integer)")
     return version
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise CorruptVersion(path, f"unreadable ({exc.strerror})") from None
+
+
+_fsync_path = dio.fsync_path
+
+
+def _write_checked(path: Path, data: bytes) -> str:
+    """Write a new file whole and synced, read it back, and return its sha256: bytes
+    that differ from what was sent (a write the device mangled) fail the publish."""
+    dio.write_file(path, data)
+    digest = hashlib.sha256(data).hexdigest()
+    with dio.typed(path, "read"):
+        back = hashlib.sha256(path.read_bytes()).hexdigest()
+    if back != digest:
+        raise StorageIOError(path, "write", None, "read back different bytes")
+    return digest
 
 
 def _step(name: str) -> None:
@@ -149,13 +124,13 @@ class ModelStore:
     def model_dir(self, name: str) -> Path:
         path = self.root / check_name(name)
         if path.is_symlink():
-            raise StoreError(path, "model folder is a symlink; refusing to follow it")
+            raise InvalidName(path, "model folder is a symlink; refusing to follow it")
         return path
 
     def version_dir(self, name: str, version: int) -> Path:
         path = self.model_dir(name) / str(check_version(version))
         if path.is_symlink():
-            raise StoreError(path, "version folder is a symlink; refusing to follow it")
+            raise InvalidName(path, "version folder is a symlink; refusing to follow it")
         return path
 
     # -- listing -----------------------------------------------------------------------
@@ -179,6 +154,17 @@ class ModelStore:
             if p.name.isdigit() and not p.is_symlink() and (p / MANIFEST).is_file()
         )
 
+    def withdraw(self, name: str, version: int) -> None:
+        """Take back a version nothing may depend on yet (its journal base failed)."""
+        vdir = self.version_dir(name, version)
+        trash = vdir.with_name(f".del-{version}-{uuid.uuid4().hex}")
+        dio.rename(vdir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def has(self, name: str, version: int) -> bool:
+        """Whether that version is complete in the store now."""
+        return (self.version_dir(name, version) / MANIFEST).is_file()
+
     def latest(self, name: str) -> int | None:
         versions = self.versions(name)
         return versions[-1] if versions else None
@@ -198,35 +184,28 @@ class ModelStore:
     ) -> int:
         """Publish ``model`` as the next version of ``name`` and return its number."""
         model_dir = self.model_dir(name)
-        model_dir.mkdir(parents=True, exist_ok=True)
+        dio.mkdir(model_dir, parents=True, exist_ok=True)
         tmp = model_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        dio.mkdir(tmp)
         try:
             net = model.network
             tensors = {}
             for i, (w, b) in enumerate(zip(net.weights, net.biases)):
                 tensors[f"layer{i}.weight"] = np.ascontiguousarray(w)
                 tensors[f"layer{i}.bias"] = np.ascontiguousarray(b)
-            save_file(tensors, str(tmp / WEIGHTS))
+            files = {WEIGHTS: _write_checked(tmp / WEIGHTS, save(tensors))}
             _step("weights_written")
             state = model.optimizer_state or model.optimizer.init_state(net.params)
-            save_file(
-                {
-                    "velocity": np.ascontiguousarray(state["velocity"]),
-                    "step": np.asarray(state["step"], dtype=np.int64).reshape(1),
-                },
-                str(tmp / OPTIMIZER),
-            )
+            velocity = np.ascontiguousarray(state["velocity"])
+            steps = np.asarray(state["step"], dtype=np.int64).reshape(1)
+            blob = save({"velocity": velocity, "step": steps})
+            files[OPTIMIZER] = _write_checked(tmp / OPTIMIZER, blob)
             _step("optimizer_written")
             for fname, data in (extra_files or {}).items():
                 if "/" in fname or fname.startswith(".") or fname == MANIFEST:
-                    raise StoreError(fname, "invalid extra file name")
-                (tmp / fname).write_bytes(data)
-            files = {}
-            for f in sorted(tmp.iterdir()):
-                os.chmod(f, 0o644)  # safetensors writes 0600; other users (a container) read
-                _fsync_path(f)
-                files[f.name] = _sha256(f)
+                    raise InvalidName(fname, "invalid extra file name")
+                files[fname] = _write_checked(tmp / fname, data)
+            files = dict(sorted(files.items()))
             _step("files_synced")
             o = model.optimizer
             fields = {
@@ -262,13 +241,19 @@ class ModelStore:
                 version = (self.latest(name) or 0) + 1
                 manifest = Manifest(version=version, **fields)
                 mpath = tmp / MANIFEST
-                mpath.write_text(manifest.model_dump_json(indent=2))
-                _fsync_path(mpath)
+                _write_checked(mpath, manifest.model_dump_json(indent=2).encode())
                 _fsync_path(tmp)
                 _step("manifest_written")
-                os.rename(tmp, model_dir / str(version))
+                final = model_dir / str(version)
+                dio.rename(tmp, final)
                 _step("renamed")
-                _fsync_path(model_dir)
+                try:
+                    _fsync_path(model_dir)
+                except StorageError:
+                    # Not durable: withdraw it (no fsync retry) rather than let a
+                    # journal name a version a crash could take away.
+                    dio.rename(final, tmp)
+                    raise
                 _step("published")
             return version
         except BaseException:
@@ -302,17 +287,17 @@ class ModelStore:
         vdir = self.version_dir(name, version)
         mpath = vdir / MANIFEST
         if not vdir.is_dir():
-            raise StoreError(vdir, "no such version")
+            raise UnknownVersion(vdir, "no such version")
         try:
             raw = json.loads(mpath.read_bytes())
         except FileNotFoundError:
-            raise StoreError(mpath, "missing file") from None
+            raise CorruptVersion(mpath, "missing file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(mpath, f"bad JSON ({exc})") from None
+            raise CorruptVersion(mpath, f"bad JSON ({exc})") from None
         if not isinstance(raw, dict):
-            raise StoreError(mpath, "bad JSON (not an object)")
+            raise CorruptVersion(mpath, "bad JSON (not an object)")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
+            raise CorruptVersion(
                 mpath,
                 f"unknown format version {raw.get('format_version')!r}; "
                 f"this bpserve reads {FORMAT_VERSION}",
@@ -322,9 +307,9 @@ class ModelStore:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise StoreError(mpath, f"invalid manifest at {where}: {first['msg']}") from None
+            raise CorruptVersion(mpath, f"invalid manifest at {where}: {first['msg']}") from None
         if manifest.name != name or manifest.version != version:
-            raise StoreError(mpath, f"manifest says {manifest.name}/{manifest.version}")
+            raise CorruptVersion(mpath, f"manifest says {manifest.name}/{manifest.version}")
         return manifest
 
     def load(self, name: str, version: int | None = None) -> tuple[Model, Manifest]:
@@ -332,21 +317,23 @@ class ModelStore:
         if version is None:
             version = self.latest(name)
             if version is None:
-                raise StoreError(self.model_dir(name), "no versions of this model")
+                raise UnknownVersion(self.model_dir(name), "no versions of this model")
         manifest = self.read_manifest(name, version)
         vdir = self.version_dir(name, version)
         for fname in (WEIGHTS, OPTIMIZER):
             if fname not in manifest.files:
-                raise StoreError(vdir / MANIFEST, f"does not list {fname}")
+                raise CorruptVersion(vdir / MANIFEST, f"does not list {fname}")
         present = {p.name for p in vdir.iterdir()} - {MANIFEST}
         for fname in sorted(present - set(manifest.files)):
-            raise StoreError(vdir / fname, "file not listed in the manifest")
+            raise CorruptVersion(vdir / fname, "file not listed in the manifest")
         for fname, digest in manifest.files.items():
             fpath = vdir / fname
             if "/" in fname or not fpath.is_file() or fpath.is_symlink():
-                raise StoreError(fpath, "missing file")
+                raise CorruptVersion(fpath, "missing file")
             if _sha256(fpath) != digest:
-                raise StoreError(fpath, "sha256 does not match the manifest (corrupt or changed)")
+                raise CorruptVersion(
+                    fpath, "sha256 does not match the manifest (corrupt or changed)"
+                )
         arch = manifest.architecture
         try:
             net = Network(
@@ -358,19 +345,19 @@ class ModelStore:
                 seed=None,
             )
         except (ValueError, TypeError) as exc:
-            raise StoreError(vdir / MANIFEST, f"invalid architecture: {exc}") from None
+            raise CorruptVersion(vdir / MANIFEST, f"invalid architecture: {exc}") from None
         tensors = self._read_tensors(vdir / WEIGHTS)
         expected = {}
         for i, (w, b) in enumerate(zip(net.weights, net.biases)):
             expected[f"layer{i}.weight"], expected[f"layer{i}.bias"] = w, b
         if set(tensors) != set(expected):
-            raise StoreError(
+            raise CorruptVersion(
                 vdir / WEIGHTS, f"tensors {sorted(tensors)} do not match the architecture"
             )
         for key, dst in expected.items():
             src = tensors[key]
             if src.shape != dst.shape or src.dtype != dst.dtype:
-                raise StoreError(
+                raise CorruptVersion(
                     vdir / WEIGHTS,
                     f"{key} is {src.dtype} {src.shape}, the manifest says {dst.dtype} {dst.shape}",
                 )
@@ -383,11 +370,15 @@ class ModelStore:
             or velocity.shape != net.params.shape
             or velocity.dtype != net.dtype
         ):
-            raise StoreError(vdir / OPTIMIZER, "optimizer state does not match the architecture")
+            raise CorruptVersion(
+                vdir / OPTIMIZER, "optimizer state does not match the architecture"
+            )
         pre = manifest.preprocessing
         n = arch.sizes[0]
         if len(pre.mean) != n or len(pre.scale) != n or manifest.inputs.n_features != n:
-            raise StoreError(vdir / MANIFEST, f"preprocessing or inputs do not match {n} features")
+            raise CorruptVersion(
+                vdir / MANIFEST, f"preprocessing or inputs do not match {n} features"
+            )
         try:
             model = Model(
                 net,
@@ -398,7 +389,7 @@ class ModelStore:
                 {"velocity": velocity.copy(), "step": np.asarray(step[0], dtype=np.int64).copy()},
             )
         except ValueError as exc:
-            raise StoreError(vdir / MANIFEST, str(exc)) from None
+            raise CorruptVersion(vdir / MANIFEST, str(exc)) from None
         return model, manifest
 
     @staticmethod
@@ -406,7 +397,7 @@ class ModelStore:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise StoreError(path, f"unreadable safetensors file ({exc})") from None
+            raise CorruptVersion(path, f"unreadable safetensors file ({exc})") from None
 
     # -- pins and retention --------------------------------------------------------------
     def pinned(self, name: str) -> set[int]:
@@ -416,7 +407,7 @@ class ModelStore:
         except FileNotFoundError:
             return set()
         except (ValueError, TypeError) as exc:
-            raise StoreError(path, f"bad pins file ({exc})") from None
+            raise CorruptVersion(path, f"bad pins file ({exc})") from None
 
     def pin(self, name: str, version: int, pinned: bool = True) -> None:
         """Mark a version as kept by retention (or unmark it)."""
@@ -426,9 +417,8 @@ class ModelStore:
             pins = pins | {version} if pinned else pins - {version}
             path = self.model_dir(name) / PINS
             tmp = path.with_name(f".{PINS}.{os.getpid()}")
-            tmp.write_text(json.dumps(sorted(pins)))
-            _fsync_path(tmp)
-            os.replace(tmp, path)
+            dio.write_file(tmp, json.dumps(sorted(pins)).encode())
+            dio.replace(tmp, path)
             _fsync_path(path.parent)
 
     def retain(
@@ -445,7 +435,7 @@ class ModelStore:
             for v in doomed:
                 vdir = self.version_dir(name, v)
                 trash = vdir.with_name(f".del-{v}-{uuid.uuid4().hex}")
-                os.rename(vdir, trash)  # vanish atomically, then delete at leisure
+                dio.rename(vdir, trash)  # vanish atomically, then delete at leisure
                 shutil.rmtree(trash)
             if doomed:
                 _fsync_path(self.model_dir(name))

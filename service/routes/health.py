@@ -23,7 +23,10 @@ def readyz():
         return jsonify(
             {"status": "not ready", "model": name, "load_error": st.registry.load_error(name)}
         ), 503
-    return jsonify({"status": "ready", "model": name, "version": served.version})
+    learning = st.registry.learning.describe(name, st.registry.store.model_dir(name))
+    return jsonify(
+        {"status": "ready", "model": name, "version": served.version, "learning": learning}
+    )
 
 
 @bp.get("/metrics")

@@ -4,6 +4,7 @@ import os
 
 from flask import Blueprint, jsonify, request
 
+from service import idempotency
 from service.routes.common import body_of, state
 from service.routes.train import require_token
 from service.schemas import LoadRequest, parse
@@ -51,6 +52,7 @@ def describe(name: str):
             "metrics": m.metrics,
             "versions": st.registry.store.versions(name),
             "load_error": st.registry.load_error(name),
+            "learning": st.registry.learning.describe(name, st.registry.store.model_dir(name)),
             "worker": os.getpid(),
             "watcher": st.registry.watcher_stats(),
         }
@@ -68,12 +70,4 @@ def load(name: str):
 @bp.post("/models/<name>/snapshot")
 def snapshot(name: str):
     require_token()
-    before, served = state().registry.snapshot(name)
-    return jsonify(
-        {
-            "model": name,
-            "version": served.version,
-            "parent_version": before.version,
-            "online_steps": before.online_steps,
-        }
-    )
+    return jsonify(state().registry.snapshot(name, idempotency.key_of(request)))

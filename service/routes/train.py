@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, g, jsonify, request
 
-from service import auth
+from service import auth, idempotency
 from service.errors import ApiError
 from service.routes.common import body_of, state
 from service.schemas import TrainStepRequest, TrainStepResponse, parse, to_matrix
@@ -48,13 +48,9 @@ def train_step(name: str | None = None):
 def step(
     name: str, x: np.ndarray, y: np.ndarray, learning_rate: float | None, momentum: float | None
 ) -> dict:
-    """One online step through the registry, answered the same way by both train APIs."""
-    served, before, after = state().registry.train_step(name, x, y, learning_rate, momentum)
-    g.version = served.version
-    return TrainStepResponse(
-        model=name,
-        version=served.version,
-        step=served.online_steps,
-        loss_before=before,
-        loss_after=after,
-    ).model_dump()
+    """One online step through the registry, answered the same way by both train APIs
+    (with an Idempotency-Key already applied: the answer it had)."""
+    key = idempotency.key_of(request)
+    result = state().registry.train_step(name, x, y, learning_rate, momentum, key)
+    g.version = result["version"]
+    return TrainStepResponse(model=name, **result).model_dump()

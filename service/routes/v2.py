@@ -21,7 +21,7 @@ import numpy as np
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
-from service import auth, metrics
+from service import auth, errors, metrics
 from service.errors import ApiError
 from service.routes.common import state
 from service.routes.train import DISABLED, step
@@ -41,11 +41,7 @@ from service.v2_codec import (
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 
-@bp.errorhandler(ApiError)
-def _error(exc: ApiError):
-    return Response(
-        json.dumps({"error": exc.message}), status=exc.status, mimetype="application/json"
-    )
+errors.register_v2(bp)  # the one error table, in the protocol's {"error": "..."} shape
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:

@@ -42,6 +42,8 @@ class Walk:
     prefix: Prefix = field(default_factory=Prefix)
     labels: list[str] | None = None
     binary: bool = False  # the tail makes [1 - p, p] of a one-unit sigmoid
+    # Outputs mapped to the targets' units after an identity output: * scale + offset.
+    targets: tuple[Array, Array] | None = None
 
 
 def _what(node: NodeProto) -> str:
@@ -102,6 +104,8 @@ def walk(graph: GraphProto) -> Walk:
             )
         node = nexts[0]
         op = node.op_type
+        if result.targets is not None:
+            raise InteropError(f"{_what(node)} after the output's scaling is not supported")
         if op in ("Gemm", "MatMul"):
             started = True
             cur = _dense(node, cur, consts, readers, result, used)
@@ -111,6 +115,9 @@ def walk(graph: GraphProto) -> Walk:
             result.steps.append(Act(ACTIVATIONS[op], _what(node)))
         elif _passes(node):
             pass
+        elif op == "Mul" and started and isinstance(result.steps[-1], Dense):
+            cur = _targets(node, cur, consts, readers, result, used)
+            continue
         elif not started and (op in Prefix.OPS):
             result.prefix.take(node, _operand(node, cur, consts), _attrs(node))
         else:
@@ -181,6 +188,22 @@ def _dense(node, cur, consts, readers, result: Walk, used: set[int]) -> str:
                 out = add.output[0]
     result.steps.append(Dense(np.ascontiguousarray(w), bias, _what(node)))
     return out
+
+
+def _targets(node, cur, consts, readers, result: Walk, used: set[int]) -> str:
+    """``Mul`` then ``Add`` by constants after a linear output: the scaling back to the
+    targets' units that export_onnx writes for a regression model."""
+    scale = _operand(node, cur, consts)
+    adds = readers[node.output[0]]
+    if scale is None or len(adds) != 1 or adds[0].op_type != "Add":
+        raise InteropError(f"{_what(node)} is not supported in an MLP")
+    offset = _operand(adds[0], node.output[0], consts)
+    n_out = result.steps[-1].weight.shape[1]
+    if offset is None:
+        raise InteropError(f"{_what(adds[0])}: the output's offset must be a constant")
+    result.targets = (_bias(scale, n_out, node), _bias(offset, n_out, adds[0]))
+    used.update((id(node), id(adds[0])))
+    return adds[0].output[0]
 
 
 def _bias(b: Array, n_out: int, node: NodeProto) -> Array:

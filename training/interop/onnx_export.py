@@ -46,31 +46,43 @@ def export_onnx(
     if preprocessing:
         pre = export_nodes(model.standardizer, INPUT, dtype)
         expects = "raw feature rows"
+        width = model.n_features
     else:
         pre = Pre(output=INPUT)
+        width = net.n_inputs
         expects = "rows after the manifest's preprocessing (not in this graph)"
     nodes, inits = list(pre.nodes), list(pre.constants)
     a = pre.output
     last = len(net.layers) - 1
+    targets = getattr(model, "targets", None)  # regression targets scaled for training
+    final = OUTPUT if targets is None else "network.output"
     for i, (w, b, act) in enumerate(zip(net.weights, net.biases, net.layers)):
         wt = numpy_helper.from_array(np.ascontiguousarray(w), f"layer{i}.weight")
         bt = numpy_helper.from_array(np.ascontiguousarray(b), f"layer{i}.bias")
         inits += [wt, bt]
-        z = OUTPUT if i == last and act.name == "identity" else f"layer{i}.z"
+        z = final if i == last and act.name == "identity" else f"layer{i}.z"
         nodes.append(helper.make_node("Gemm", [a, wt.name, bt.name], [z], f"layer{i}/gemm"))
         a = z
         if act.name != "identity":
-            out = OUTPUT if i == last else f"layer{i}.a"
+            out = final if i == last else f"layer{i}.a"
             attrs = {"axis": -1} if act.name == "softmax" else {}
             nodes.append(
                 helper.make_node(OPS[act.name], [z], [out], f"layer{i}/{act.name}", **attrs)
             )
             a = out
+    if targets is not None:  # back to the targets' units, as Model.to_units: * scale + offset
+        scale = numpy_helper.from_array(targets.scale.astype(dtype), "targets.scale")
+        offset = numpy_helper.from_array(targets.offset.astype(dtype), "targets.offset")
+        inits += [scale, offset]
+        nodes += [
+            helper.make_node("Mul", [final, scale.name], ["targets.scaled"], "targets/mul"),
+            helper.make_node("Add", ["targets.scaled", offset.name], [OUTPUT], "targets/add"),
+        ]
     elem = ELEM[dtype]
     graph = helper.make_graph(
         nodes,
         "bpserve_mlp",
-        [helper.make_tensor_value_info(INPUT, elem, ["batch", net.n_inputs])],
+        [helper.make_tensor_value_info(INPUT, elem, ["batch", width])],
         [helper.make_tensor_value_info(OUTPUT, elem, ["batch", net.n_outputs])],
         inits,
     )

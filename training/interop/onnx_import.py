@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import ModelProto, TensorProto
 from onnx.external_data_helper import load_external_data_for_model
@@ -85,12 +86,29 @@ def import_onnx(
         momentum=momentum if momentum is not None else meta.get("momentum"),
         feature_names=meta.get("feature_names"),
     )
+    if found.targets is not None:
+        _set_targets(model, *found.targets)
     source = {
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
         "input": found.input_name,
     }
     return model, source
+
+
+def _set_targets(model: Model, scale, offset) -> None:
+    """Keep the output scaling as the model's target scaling where bpserve has one
+    (training then works in scaled units, as for the exported model); otherwise fold it
+    into the last layer, which computes the same outputs."""
+    try:
+        from training.preprocessing import TargetScaler  # type: ignore[import-not-found]
+    except ImportError:
+        w, b = model.network.weights[-1], model.network.biases[-1]
+        w *= scale.astype(w.dtype)
+        b *= scale.astype(b.dtype)
+        b += offset.astype(b.dtype)
+        return
+    model.targets = TargetScaler(offset.astype(np.float64), scale.astype(np.float64))
 
 
 def _load_external(proto: ModelProto, folder: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
@@ -49,7 +50,50 @@ def _standardizer(pre: Standardizer, name: str, dtype: np.dtype) -> Pre:
     return Pre(nodes, [mean, inv], "preprocess.scaled")
 
 
+def _columns(pre: Any, name: str, dtype: np.dtype) -> Pre:
+    """Issue 16's column preprocessing, where every column is numeric: holes (NaN) filled
+    with the training median, then (x - offset) * factor clipped to +-CLIP, as
+    Preprocessor.transform does it.  One-hot columns and hole indicators have no mapping
+    yet: the message says what the graph would expect instead."""
+    odd = [c.name for c in pre.cols if c.kind != "numeric" or c.indicator]
+    if odd:
+        raise InteropError(
+            f"columns {odd} are categorical, dropped or have a hole indicator: no ONNX form "
+            "yet; export with --no-preprocessing, and the graph expects the network's "
+            f"{pre.width} inputs (after encoding)"
+        )
+    consts = [
+        numpy_helper.from_array(
+            np.array([getattr(c, k) for c in pre.cols], dtype), f"preprocess.{k}"
+        )
+        for k in ("fill", "offset", "factor")
+    ]
+    from training.preprocessing import CLIP as bound  # type: ignore[import-not-found]
+
+    lo = numpy_helper.from_array(np.array(-bound, dtype), "preprocess.low")
+    hi = numpy_helper.from_array(np.array(bound, dtype), "preprocess.high")
+    p = "preprocess."
+    nodes = [
+        helper.make_node("IsNaN", [name], [p + "holes"], "preprocess/isnan"),
+        helper.make_node(
+            "Where", [p + "holes", p + "fill", name], [p + "filled"], "preprocess/fill"
+        ),
+        helper.make_node("Sub", [p + "filled", p + "offset"], [p + "centred"], "preprocess/sub"),
+        helper.make_node("Mul", [p + "centred", p + "factor"], [p + "scaled"], "preprocess/mul"),
+        helper.make_node(
+            "Clip", [p + "scaled", lo.name, hi.name], [p + "clipped"], "preprocess/clip"
+        ),
+    ]
+    return Pre(nodes, [*consts, lo, hi], p + "clipped")
+
+
 EXPORTERS: dict[type, Callable[..., Pre]] = {Standardizer: _standardizer}
+try:  # issue 16's preprocessing, where this bpserve has it
+    from training.preprocessing import Preprocessor  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the merge
+    pass
+else:
+    EXPORTERS[Preprocessor] = _columns
 
 
 def export_nodes(pre: object, name: str, dtype: np.dtype) -> Pre:
