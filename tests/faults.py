@@ -133,4 +133,10 @@ def strace(pids: list[int], path: Path | None, *injects: str, log: Path) -> Iter
         yield
     finally:
         proc.terminate()  # strace detaches from every tracee on SIGTERM
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Seen after a tracee was SIGKILLed: strace waits on it. Killing strace
+            # detaches the rest (the kernel ends a dead tracer's ptrace links).
+            proc.kill()
+            proc.wait(timeout=10)
