@@ -33,12 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from training.data import Standardizer
 from training.model import Model
 from training.network import Network
 from training.optimizers import SGD
+from training.preprocessing import prep_from_manifest, prep_to_manifest
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: column preprocessing and target scaling; 1 (mean/scale) still loads
+READS = (1, 2)
 WEIGHTS, OPTIMIZER, MANIFEST, PINS = (
     "weights.safetensors",
     "optimizer.safetensors",
@@ -76,8 +77,13 @@ class Inputs(_Strict):
 
 
 class Preprocessing(_Strict):
-    mean: list[float]
-    scale: list[float]
+    """Format 1: ``mean`` and ``scale``; format 2 may instead hold ``clip`` and ``columns``
+    (training/preprocessing.py)."""
+
+    mean: list[float] | None = None
+    scale: list[float] | None = None
+    clip: float | None = None
+    columns: list[dict[str, Any]] | None = None
 
 
 class OptimizerConfig(_Strict):
@@ -89,7 +95,7 @@ class OptimizerConfig(_Strict):
 
 
 class Manifest(_Strict):
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     name: str
     version: int = Field(ge=1)
     parent_version: int | None = None
@@ -100,6 +106,7 @@ class Manifest(_Strict):
     inputs: Inputs
     labels: list[str] | None = None
     preprocessing: Preprocessing
+    targets: dict[str, list[float]] | None = None  # regression: offset and scale per output
     optimizer: OptimizerConfig
     training: dict[str, Any] = {}
     data_fingerprint: str | None = None
@@ -239,11 +246,10 @@ class ModelStore:
                     sizes=net.sizes, activations=net.activation_names, loss=net.loss.name
                 ),
                 "dtype": str(net.dtype),
-                "inputs": Inputs(n_features=net.n_inputs, feature_names=model.feature_names),
+                "inputs": Inputs(n_features=model.n_features, feature_names=model.feature_names),
                 "labels": model.labels,
-                "preprocessing": Preprocessing(
-                    mean=model.standardizer.mean.tolist(), scale=model.standardizer.scale.tolist()
-                ),
+                "preprocessing": Preprocessing(**prep_to_manifest(model.preprocessing)),
+                "targets": model.targets.to_manifest() if model.targets is not None else None,
                 "optimizer": OptimizerConfig(
                     learning_rate=o.learning_rate,
                     momentum=o.momentum,
@@ -311,11 +317,11 @@ class ModelStore:
             raise StoreError(mpath, f"bad JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise StoreError(mpath, "bad JSON (not an object)")
-        if raw.get("format_version") != FORMAT_VERSION:
+        if raw.get("format_version") not in READS:
             raise StoreError(
                 mpath,
                 f"unknown format version {raw.get('format_version')!r}; "
-                f"this bpserve reads {FORMAT_VERSION}",
+                f"this bpserve reads {' and '.join(map(str, READS))}",
             )
         try:
             manifest = Manifest.model_validate(raw)
@@ -384,20 +390,22 @@ class ModelStore:
             or velocity.dtype != net.dtype
         ):
             raise StoreError(vdir / OPTIMIZER, "optimizer state does not match the architecture")
-        pre = manifest.preprocessing
-        n = arch.sizes[0]
-        if len(pre.mean) != n or len(pre.scale) != n or manifest.inputs.n_features != n:
-            raise StoreError(vdir / MANIFEST, f"preprocessing or inputs do not match {n} features")
         try:
+            pre, targets = prep_from_manifest(
+                manifest.preprocessing.model_dump(exclude_none=True), manifest.targets
+            )
+            if manifest.inputs.n_features != pre.n_columns:
+                raise ValueError(f"inputs do not match the {pre.n_columns} preprocessed columns")
             model = Model(
                 net,
-                Standardizer(np.array(pre.mean), np.array(pre.scale)),
+                pre,
                 manifest.labels,
                 manifest.inputs.feature_names,
                 SGD(**manifest.optimizer.model_dump()),
                 {"velocity": velocity.copy(), "step": np.asarray(step[0], dtype=np.int64).copy()},
+                targets,
             )
-        except ValueError as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(vdir / MANIFEST, str(exc)) from None
         return model, manifest
 
