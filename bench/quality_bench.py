@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     preprocessing.SCALING, preprocessing.FLOOR = args.scaling, args.floor
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(
-        f"scaling {args.scaling} (floor range/{args.floor}); overrides {overrides or 'none'}; seeds 0-{args.seeds - 1}"
+        f"scaling {args.scaling} (floor range/{args.floor}); "
+        f"overrides {overrides or 'none'}; seeds 0-{args.seeds - 1}"
     )
     print(
         f"{'table':<14} {'bptrain':>13} {'s/fit':>6} {'restarts':>8} "
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 line += (
                     f" {row['sklearn_mean']:6.2f} ±{row['sklearn_sd']:5.2f} "
-                    f"{row['sklearn_seconds']:6.2f} {row['bptrain_mean'] - row['sklearn_mean']:+6.2f}"
+                    f"{row['sklearn_seconds']:6.2f} "
+                    f"{row['bptrain_mean'] - row['sklearn_mean']:+6.2f}"
                 )
             if diverged:
                 line += f"  DIVERGED {diverged}x"

@@ -50,7 +50,7 @@ class TrainConfig(BaseModel):
     init: Literal["gaussian", "xavier", "he"] | None = None
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=0.05, gt=0)
+    lr: float = Field(default=0.01, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0)

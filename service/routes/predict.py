@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 
 from service import auth, metrics
+from service.cells import model_rows
 from service.routes.common import body_of, state
 from service.schemas import PredictRequest, PredictResponse, parse, to_matrix
 
@@ -24,7 +25,7 @@ def predict(name: str | None = None, version: int | None = None):
     else:
         model, version = st.registry.version(name, version)
     g.model, g.version = name, version
-    x = to_matrix(req.inputs, "inputs", model.n_features, st.settings.max_rows, model.network.dtype)
+    x = model_rows(req.inputs, "inputs", model, st.settings.max_rows, to_matrix)
     outputs = model.output(x)
     g.rows = len(x)
     metrics.predicted(name, version, len(x))

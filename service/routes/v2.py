@@ -246,6 +246,14 @@ def _tensor_array(
     return arr
 
 
+def _columns(model, x: np.ndarray) -> np.ndarray:
+    """Integer-coded category columns to their category indices (column space)."""
+    pre = model.preprocessing
+    if getattr(pre, "has_categories", False):
+        return pre.codes(x).astype(x.dtype)
+    return x
+
+
 def _find(req: InferRequest, name: str) -> Tensor:
     for t in req.inputs:
         if t.name == name:
@@ -275,7 +283,7 @@ def infer(name: str, version: str | None = None):
     x = _tensor_array(
         _find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
     )
-    outputs = model.output(x)
+    outputs = model.output(_columns(model, x))
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
@@ -353,4 +361,4 @@ def train(name: str):
         raise ApiError(
             400, "bad_parameter", f"parameter {first['loc'][0]}: {first['msg']}"
         ) from None
-    return _json(step(name, x, y, params.learning_rate, params.momentum))
+    return _json(step(name, model, _columns(model, x), y, params.learning_rate, params.momentum))
