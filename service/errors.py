@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from training.journal_errors import JournalConflict, StorageUnavailable
+
 log = logging.getLogger("bpserve")
 
 
@@ -30,6 +32,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(StorageUnavailable)
+    @app.errorhandler(JournalConflict)
+    def _storage(exc: Exception):
+        # The database is away or restarting: learning waits, /predict goes on serving.
+        resp = error_response(503, "storage_unavailable", str(exc))
+        resp.headers["Retry-After"] = "1"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

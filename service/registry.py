@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,12 +29,14 @@ import numpy as np
 
 from service import metrics
 from service.errors import ApiError
-from training.journal import FileJournal, Position, Record
+from training.journal import FileJournal, Journal, Position, Record
+from training.journal_errors import JournalConflict, StorageUnavailable
 from training.model import Model
 from training.online import NonFiniteStep, apply_step
 from training.store import Manifest, ModelStore, StoreError
 
 log = logging.getLogger("bpserve")
+CONFLICT_RETRIES = 5  # a writer that did not hold the lock got there first: catch up, redo
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,16 @@ class Registry:
         reload_interval: float = 2.0,
         snapshot_every: int = 0,
         max_cached_versions: int = 4,
+        journals: Callable[[str], Journal] | None = None,
     ) -> None:
         self.store = store
+        # The journal of each model: a file in its folder unless told (service/backend.py).
+        self._new_journal = journals or (lambda name: FileJournal(store.model_dir(name)))
         self.reload_interval = reload_interval
         self.snapshot_every = snapshot_every
         self._served: dict[str, Served] = {}
         self._heard: dict[str, int | None] = {}  # journal change counter at the last check
-        self._journals: dict[str, FileJournal] = {}
+        self._journals: dict[str, Journal] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._errors: dict[str, dict[str, Any]] = {}
         self._failed: set[tuple[str, int]] = set()
@@ -100,10 +106,10 @@ class Registry:
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
 
-    def journal(self, name: str) -> FileJournal:
+    def journal(self, name: str) -> Journal:
         j = self._journals.get(name)
         if j is None:
-            j = self._journals.setdefault(name, FileJournal(self.store.model_dir(name)))
+            j = self._journals.setdefault(name, self._new_journal(name))
         return j
 
     def _cached_load(self, name: str, version: int) -> tuple[Model, Manifest]:
@@ -145,8 +151,11 @@ class Registry:
         journal = self.journal(name)
         heard = journal.changes()  # before the stat: a change after it moves the counter
         if full_check or heard is None or heard != self._heard.get(name):
-            if journal.position() != served.position:
-                served = self._catch_up(name)
+            try:
+                if journal.position() != served.position:
+                    served = self._catch_up(name)
+            except StorageUnavailable:
+                pass  # keep serving what this worker holds; a reconnection moves `heard`
             self._heard[name] = heard
         return served
 
@@ -273,7 +282,7 @@ class Registry:
         """Start serving new models; move unpinned ones to a newer stored version."""
         try:
             names = self.store.names()
-        except (OSError, StoreError) as exc:
+        except (OSError, StoreError, StorageUnavailable) as exc:
             log.warning("cannot list the model store: %s", exc)
             return
         for name in names:
@@ -283,7 +292,7 @@ class Registry:
                 else:
                     self.get(name, full_check=True)
                 self._maybe_reload(name)
-            except (StoreError, ApiError) as exc:
+            except (StoreError, ApiError, StorageUnavailable) as exc:
                 self._errors[name] = {"version": None, "problem": str(exc)}
                 log.error(
                     "model unavailable",
@@ -414,58 +423,81 @@ class Registry:
         learning_rate: float | None,
         momentum: float | None,
     ) -> tuple[Served, float, float]:
-        """Catch up, compute, append and fsync, serve: one writer at a time, across workers."""
+        """Catch up, compute, append and fsync, serve: one writer at a time, across workers.
+
+        A journal that refuses the append because another writer got there first
+        (``JournalConflict``) has this one catch up and compute the step again."""
         self.get(name)
-        with self._lock(name), self.journal(name).locked():
-            cur = self._catch_up(name)
-            net = cur.model.network
-            if x.shape[1] != net.n_inputs or y.shape[1] != net.n_outputs:
-                # The request was checked against a version that a reload replaced since.
-                raise ApiError(
-                    409,
-                    "model_changed",
-                    f"model {name!r} changed while this step was "
-                    "being prepared (a new version); send it again",
-                )
-            opt = cur.model.optimizer
-            lr = learning_rate if learning_rate is not None else opt.learning_rate
-            mu = momentum if momentum is not None else opt.momentum
+        for _ in range(CONFLICT_RETRIES):
             try:
-                result = apply_step(cur.model, x, y, lr, mu)
-            except NonFiniteStep as exc:
-                metrics.step_refused(name)
-                raise ApiError(
-                    422,
-                    "non_finite_step",
-                    f"{exc}; the model is unchanged (lower the learning rate?)",
-                ) from None
-            step = cur.online_steps + 1
-            pos = self.journal(name).append(
-                Record(
-                    "step",
-                    {
-                        "segment": cur.segment,
-                        "base_version": cur.version,
-                        "step": step,
-                        "learning_rate": lr,
-                        "momentum": mu,
-                    },
-                    x,
-                    y,
+                with self._lock(name), self.journal(name).locked():
+                    served, result = self._step_locked(name, x, y, learning_rate, momentum)
+                break
+            except JournalConflict as exc:
+                log.warning(
+                    "journal conflict, retrying", extra={"event": "conflict", "problem": str(exc)}
                 )
-            )
-            served = replace(
-                cur,
-                model=result.model,
-                online_steps=step,
-                position=pos,
-                online=cur.online.add(len(x), result.correct, result.loss_before),
-            )
-            self._swap(served)
-            if self.snapshot_every and step >= self.snapshot_every:
-                self._snapshot_locked(name)
+        else:
+            raise StorageUnavailable(f"model {name!r}: the journal kept moving under this step")
         metrics.train_step(name, served.version, result.loss_before, served.online)
         return served, result.loss_before, result.loss_after
+
+    def _step_locked(
+        self,
+        name: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        learning_rate: float | None,
+        momentum: float | None,
+    ) -> tuple[Served, Any]:
+        cur = self._catch_up(name)
+        net = cur.model.network
+        if x.shape[1] != net.n_inputs or y.shape[1] != net.n_outputs:
+            # The request was checked against a version that a reload replaced since.
+            raise ApiError(
+                409,
+                "model_changed",
+                f"model {name!r} changed while this step was "
+                "being prepared (a new version); send it again",
+            )
+        opt = cur.model.optimizer
+        lr = learning_rate if learning_rate is not None else opt.learning_rate
+        mu = momentum if momentum is not None else opt.momentum
+        try:
+            result = apply_step(cur.model, x, y, lr, mu)
+        except NonFiniteStep as exc:
+            metrics.step_refused(name)
+            raise ApiError(
+                422,
+                "non_finite_step",
+                f"{exc}; the model is unchanged (lower the learning rate?)",
+            ) from None
+        step = cur.online_steps + 1
+        pos = self.journal(name).append(
+            Record(
+                "step",
+                {
+                    "segment": cur.segment,
+                    "base_version": cur.version,
+                    "step": step,
+                    "learning_rate": lr,
+                    "momentum": mu,
+                },
+                x,
+                y,
+            )
+        )
+        served = replace(
+            cur,
+            model=result.model,
+            online_steps=step,
+            position=pos,
+            online=cur.online.add(len(x), result.correct, result.loss_before),
+        )
+        self._swap(served)
+        if self.snapshot_every and step >= self.snapshot_every:
+            self._snapshot_locked(name)
+        return served, result
 
     # -- the watcher ----------
     def start_watching(self) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from service import consistency
 from service.routes.common import body_of, state
 from service.routes.train import require_token
 from service.schemas import LoadRequest, parse
@@ -30,7 +31,7 @@ def list_models():
 @bp.get("/models/<name>")
 def describe(name: str):
     st = state()
-    served = st.registry.get(name)
+    served = consistency.served_at_least(st.registry, name, st.settings.min_step_wait)
     m = served.manifest
     return jsonify(
         {

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
 
-from service import auth, metrics
+from service import auth, consistency, metrics
 from service.routes.common import body_of, state
 from service.schemas import PredictRequest, PredictResponse, parse, to_matrix
 
@@ -19,7 +19,7 @@ def predict(name: str | None = None, version: int | None = None):
     name = name or req.model or st.settings.default_model
     version = version if version is not None else req.version
     if version is None:
-        served = st.registry.get(name)
+        served = consistency.served_at_least(st.registry, name, st.settings.min_step_wait)
         model, version = served.model, served.version
     else:
         model, version = st.registry.version(name, version)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, g, jsonify, request
 
-from service import auth
+from service import auth, consistency
 from service.errors import ApiError
 from service.routes.common import body_of, state
 from service.schemas import TrainStepRequest, TrainStepResponse, parse, to_matrix
@@ -51,6 +51,7 @@ def step(
     """One online step through the registry, answered the same way by both train APIs."""
     served, before, after = state().registry.train_step(name, x, y, learning_rate, momentum)
     g.version = served.version
+    g.journal_seq = consistency.sequence(state().registry, served)
     return TrainStepResponse(
         model=name,
         version=served.version,
