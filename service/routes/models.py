@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from service import consistency
 from service.routes.common import body_of, state
@@ -66,6 +66,7 @@ def load(name: str):
 def snapshot(name: str):
     require_token()
     before, served = state().registry.snapshot(name)
+    g.journal_seq = consistency.sequence(state().registry, served)
     return jsonify(
         {
             "model": name,
