@@ -292,7 +292,7 @@ class Registry:
                 else:
                     self.get(name, full_check=True)
                 self._maybe_reload(name)
-            except (StoreError, ApiError, StorageUnavailable) as exc:
+            except (StoreError, ApiError, StorageUnavailable, JournalConflict) as exc:
                 self._errors[name] = {"version": None, "problem": str(exc)}
                 log.error(
                     "model unavailable",
