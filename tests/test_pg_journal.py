@@ -161,3 +161,27 @@ def test_store_seeds_an_empty_database_and_an_empty_cache_fetches(tmp_path, db):
     (seeded / "digits" / "2" / "manifest.json").write_text("{}")
     assert a.load("digits", 2)[1].version == 2
     assert ModelStore(seeded).load("digits", 2)[1].version == 2
+
+
+def test_bptrain_publishes_to_the_database(tmp_path, pg_url, db):
+    import json
+    import subprocess
+    import sys
+
+    from tests.server import ROOT
+
+    flags = "--format digits --name tiny --hidden 8 --epochs 2 --quiet --json"
+    where = ["--models-dir", str(tmp_path / "trainer"), "--database-url", pg_url]
+    out = subprocess.run(
+        [sys.executable, "-m", "training", *flags.split(), *where],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(out.stdout)["version"] == 1
+    elsewhere = PgStore(tmp_path / "replica", db)
+    assert elsewhere.versions("tiny") == [1]
+    manifest = elsewhere.load("tiny", 1)[1]
+    assert "database_url" not in manifest.training  # the URL may hold a password

@@ -24,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from training.data import FORMATS, DataError, Dataset, Standardizer, load, stratified_split
 from training.evaluation import format_report, score
+from training.journal_errors import StorageUnavailable
 from training.model import Model
 from training.network import Network
 from training.optimizers import SGD
-from training.store import ModelStore, StoreError
+from training.pg_store import open_store
+from training.store import StoreError
 from training.trainer import Schedule, fit
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA = 0, 2, 3
@@ -41,6 +43,7 @@ class TrainConfig(BaseModel):
     label_column: str | None = None
     name: str = Field(default="model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     models_dir: str = "models"
+    database_url: str | None = None  # publish to PostgreSQL (training/pg_store.py)
     hidden: list[int] = [64]
     activation: Literal["sigmoid", "tanh", "relu", "identity"] = "relu"
     loss: Literal["quadratic", "cross_entropy", "binary_cross_entropy"] | None = None
@@ -96,6 +99,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", help="CSV label column (default: the last)")
     p.add_argument("--name", help="model name in the store")
     p.add_argument("--models-dir", help="model store folder (default: models)")
+    p.add_argument("--database-url", help="publish to this PostgreSQL (postgresql://...)")
     p.add_argument("--hidden", help="hidden layer sizes, e.g. 64,32")
     p.add_argument("--activation", help="hidden activation: sigmoid, tanh, relu, identity")
     p.add_argument("--loss", help="quadratic, cross_entropy or binary_cross_entropy")
@@ -137,6 +141,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS)
     p.add_argument("--label-column")
     p.add_argument("--models-dir", default="models")
+    p.add_argument("--database-url")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -150,6 +155,7 @@ FAILURES: dict[type[Exception], tuple[int, str]] = {
     UsageError: (EXIT_USAGE, "error: "),
     DataError: (EXIT_DATA, "bad data: "),
     StoreError: (EXIT_USAGE, "model store: "),
+    StorageUnavailable: (EXIT_USAGE, "database: "),
     FloatingPointError: (EXIT_DATA, ""),
 }
 
@@ -239,7 +245,7 @@ def plot_png(history: list[dict]) -> bytes | None:
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     ds = load(cfg.data, cfg.format, cfg.label_column)
-    store = ModelStore(cfg.models_dir)
+    store = open_store(cfg.models_dir, cfg.database_url)
     base: Model | None = None
     if cfg.init_from:
         base_name, base_version = cfg.init_from.split(":")
@@ -335,7 +341,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "matplotlib not installed: no training-curve PNG (pip install 'bpserve[plot]')"
         )
     if not cfg.dry_run:
-        training = cfg.model_dump(exclude={"dry_run", "quiet", "json_output", "models_dir"})
+        training = cfg.model_dump(
+            exclude={"dry_run", "quiet", "json_output", "models_dir", "database_url"}
+        )
         parent = (
             int(cfg.init_from.split(":")[1])
             if cfg.init_from and cfg.init_from.startswith(cfg.name + ":")
@@ -356,7 +364,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    store = ModelStore(args.models_dir)
+    store = open_store(args.models_dir, args.database_url)
     model, manifest = store.load(args.name, args.version)
     ds = load(args.data, args.format, args.label_column)
     if ds.x.shape[1] != model.n_features:

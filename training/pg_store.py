@@ -192,6 +192,15 @@ class PgStore(ModelStore):
         return published
 
 
+def open_store(root: str | Path, database_url: str | None) -> ModelStore:
+    """The folder store, or the database's with the folder as its cache (bptrain)."""
+    if not database_url:
+        return ModelStore(root)
+    db = Database(database_url, pool_size=1)
+    db.open(attempts=3)
+    return PgStore(root, db)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
