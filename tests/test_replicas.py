@@ -241,7 +241,12 @@ def test_postgres_crash_mid_traffic(pair, pg_server):
             for _ in range(3):
                 status, pred, _ = call(r.port, "POST", "/predict", {"inputs": PROBE})
                 assert status == 200, pred
-        stop.wait(0.5)
+                status, info, _ = call(r.port, "GET", "/models/digits")
+                assert status == 200 and info["versions"] == [1], info
+        for _ in range(400):  # down long enough for learning to be refused
+            if 503 in statuses:
+                break
+            stop.wait(0.05)
         pg_server.restart()
         restarted.set()
         for _ in range(400):  # both replicas learn again, without a restart of theirs

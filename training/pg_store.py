@@ -43,21 +43,29 @@ class PgStore(ModelStore):
         self.db = db
 
     # -- listing, from the database ----------
+    # While the database is away, listings come from the cache (what this replica has
+    # used), so that GET /models and the reloader go on without it.
     def names(self) -> list[str]:
-        with self.db.connection() as conn:
-            rows = conn.execute("SELECT DISTINCT model FROM bpserve_versions ORDER BY 1").fetchall()
-        return [r[0] for r in rows]
+        try:
+            with self.db.reader() as conn:
+                rows = conn.execute("SELECT DISTINCT model FROM bpserve_versions ORDER BY 1")
+                return [r[0] for r in rows.fetchall()]
+        except StorageUnavailable:
+            return super().names()
 
     def versions(self, name: str) -> list[int]:
         check_name(name)
-        with self.db.connection() as conn:
-            rows = conn.execute(
-                "SELECT version FROM bpserve_versions WHERE model = %s ORDER BY 1", [name]
-            ).fetchall()
+        try:
+            with self.db.reader() as conn:
+                rows = conn.execute(
+                    "SELECT version FROM bpserve_versions WHERE model = %s ORDER BY 1", [name]
+                ).fetchall()
+        except StorageUnavailable:
+            return super().versions(name)
         return [r[0] for r in rows]
 
     def _digest(self, name: str, version: int) -> str | None:
-        with self.db.connection() as conn:
+        with self.db.reader() as conn:
             row = conn.execute(
                 "SELECT manifest_sha256 FROM bpserve_versions WHERE model = %s AND version = %s",
                 [name, version],
