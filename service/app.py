@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from flask import Flask, g, request
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         model, version = g.get("model", ""), g.get("version", "")
         metrics.request(endpoint, resp.status_code, seconds, model, str(version))
+        # Which worker answered: lets a client (and the tests) see that all of them agree.
+        resp.headers["X-Bpserve-Worker"] = str(os.getpid())
         if settings.log_requests:
             log.info(
                 "request",

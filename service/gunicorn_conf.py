@@ -41,6 +41,25 @@ def post_fork(server, worker):
     keep_freed_memory()
 
 
+def post_worker_init(worker):
+    # A stopping gthread worker (gunicorn 27) stops accepting but keeps its copy of the
+    # listening socket open while it drains, so the kernel goes on completing new
+    # connections that nobody will answer and that are reset when the drain ends.
+    # Closing this worker's copy as it stops accepting lets them be refused at once
+    # (the master closed its own copy already; a SIGHUP reload keeps the master's).
+    stop_accepting = getattr(worker, "set_accept_enabled", None)
+    if stop_accepting is None:
+        return
+
+    def set_accept_enabled(enabled):
+        stop_accepting(enabled)
+        if not enabled and not worker.alive:
+            for listener in worker.sockets:
+                listener.close()
+
+    worker.set_accept_enabled = set_accept_enabled
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

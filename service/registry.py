@@ -100,6 +100,7 @@ class Registry:
         self._cache: OrderedDict[tuple[str, int], tuple[Model, Manifest]] = OrderedDict()
         self._max_cached = max_cached_versions
         self._guard = threading.Lock()
+        self._polls = [0, 0]  # the watcher's polls done, and those that raised
 
     # -- plumbing ----------
     def _lock(self, name: str) -> threading.RLock:
@@ -503,10 +504,16 @@ class Registry:
     def start_watching(self) -> None:
         threading.Thread(target=self._watch, name="bpserve-reload", daemon=True).start()
 
+    def watcher_stats(self) -> dict[str, int]:
+        """Polls this worker's watcher finished, and how many raised: evidence it looked."""
+        return {"polls": self._polls[0], "failed_polls": self._polls[1]}
+
     def _watch(self) -> None:
         while True:  # a daemon thread: it ends with the worker
             time.sleep(self.reload_interval)
             try:
                 self.refresh()
             except Exception:  # the watcher must outlive any one bad poll
+                self._polls[1] += 1
                 log.exception("reload poll failed")
+            self._polls[0] += 1

@@ -64,9 +64,8 @@ class Server:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group, so kill() takes the workers too
         )
-        deadline = time.monotonic() + 30
         path = "/readyz" if ready else "/healthz"
-        while time.monotonic() < deadline:
+        for _ in range(600):  # 0.1 s apart: a count that only ends a server that hangs
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{self.log.read_text()}")
             try:
@@ -110,6 +109,20 @@ class Server:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> tuple[int, Any]:
+        status, payload, _ = self.call(method, path, body, token=token, headers=headers, raw=raw)
+        return status, payload
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, http.client.HTTPMessage]:
+        """One request on a fresh connection: status, decoded body and response headers."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         hdrs = {"Content-Type": "application/json"} if (body is not None or raw is not None) else {}
         if token is not None:
@@ -123,7 +136,44 @@ class Server:
         finally:
             conn.close()
         ctype = resp.getheader("Content-Type", "")
-        return resp.status, (json.loads(payload) if "json" in ctype else payload.decode())
+        decoded = json.loads(payload) if "json" in ctype else payload.decode()
+        return resp.status, decoded, resp.headers
+
+    def from_every_worker(
+        self, method: str, path: str, body: Any = None, *, workers: int = 2, limit: int = 2000
+    ) -> dict[int, list[tuple[int, Any]]]:
+        """Ask on fresh connections until ``workers`` different workers have answered
+        (``X-Bpserve-Worker``), at most ``limit`` times; the replies grouped by worker.
+        Which worker takes a connection is the kernel's choice, hence the count."""
+        seen: dict[int, list[tuple[int, Any]]] = {}
+        for _ in range(limit):
+            status, payload, headers = self.call(method, path, body)
+            seen.setdefault(int(headers["X-Bpserve-Worker"]), []).append((status, payload))
+            if len(seen) >= workers:
+                break
+        return seen
+
+    def after_watchers_looked(
+        self, model: str = "digits", *, workers: int = 2, limit: int = 3000
+    ) -> dict[int, dict]:
+        """``GET /models/<model>`` from every worker once its reload watcher has begun
+        and finished a whole poll after this call (its ``polls`` grew by two since the
+        first answer: the poll that ended first may have begun before the call).
+        Bounded by a count of requests; the replies' last state per worker."""
+        first: dict[int, int] = {}
+        last: dict[int, dict] = {}
+        for _ in range(limit):
+            status, info, headers = self.call("GET", f"/models/{model}")
+            assert status == 200, info
+            pid = int(headers["X-Bpserve-Worker"])
+            polls = info["watcher"]["polls"]
+            first.setdefault(pid, polls)
+            if polls >= first[pid] + 2:
+                last[pid] = info
+            if len(last) >= workers:
+                return last
+            time.sleep(0.01)
+        raise AssertionError(f"watchers did not poll twice within {limit} requests: {first}")
 
     def __enter__(self) -> Server:
         return self if self.proc is not None else self.start()

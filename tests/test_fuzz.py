@@ -1,18 +1,27 @@
 """Fuzzing the real server: schemathesis from the OpenAPI document, and hypothesis bodies
-for /predict and /train-step.  No 5xx, and no rejected request changes the weights."""
+for /predict and /train-step.  No 5xx, and no rejected request changes the weights.
+
+Most generated bodies are refused by validation; ``test_steps_that_reach_the_model``
+sends rows of exactly the model's width with extreme values and learning rates, so the
+model itself runs: a 200 adds one step whose weights equal a replay of the journal, a
+refusal (``non_finite_step`` included, asserted to happen) changes nothing."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
+from service.registry import Registry
 from tests.server import serve_copy
+from training.store import ModelStore
 
 TOKEN = "fuzz-token"
 ST = Path(sys.executable).parent / "st"
@@ -60,7 +69,43 @@ json_value = st.recursive(
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=3),
     max_leaves=20,
 )
-rows = st.lists(st.lists(numbers, min_size=0, max_size=70), min_size=0, max_size=3)
+WIDTH = 64  # the digits model's features
+LABELS = [str(d) for d in range(10)]
+FLOAT32_MAX = 3.4028234663852886e38
+extremes = st.sampled_from(
+    [FLOAT32_MAX, -FLOAT32_MAX, 3.4e38, -3.4e38, 1e-45, -1e-45, 1.17e-38, 5e-324, 0.0, -0.0, 16.0]
+)
+in_range = st.one_of(
+    st.floats(0, 16),  # what the digits are
+    st.floats(-1e6, 1e6),
+    st.floats(width=32, allow_nan=False, allow_infinity=False),  # every finite float32
+    extremes,
+)
+# Mostly digit-like rows with a few values replaced (by extremes, or any finite float32),
+# so that some steps succeed; and now and then a row of anything in range.
+width_row = st.one_of(
+    st.tuples(
+        st.lists(st.floats(0, 16), min_size=WIDTH, max_size=WIDTH),
+        st.dictionaries(st.integers(0, WIDTH - 1), in_range, max_size=4),
+    ).map(lambda t: [t[1].get(i, v) for i, v in enumerate(t[0])]),
+    st.lists(in_range, min_size=WIDTH, max_size=WIDTH),
+)
+rows = st.one_of(
+    st.lists(st.lists(numbers, min_size=0, max_size=70), min_size=0, max_size=3),
+    st.lists(width_row, min_size=1, max_size=3),
+)
+learning_rates = st.one_of(
+    st.sampled_from([1e-6, 0.01, 1.0, 50.0, 100.0, 1e6, 1e38]), st.floats(1e-8, 100.0)
+)
+width_step = st.integers(1, 3).flatmap(
+    lambda n: st.fixed_dictionaries(
+        {
+            "inputs": st.lists(width_row, min_size=n, max_size=n),
+            "targets": st.lists(st.sampled_from(LABELS), min_size=n, max_size=n),
+        },
+        optional={"learning_rate": learning_rates, "momentum": st.floats(0, 0.999)},
+    )
+)
 near_valid_predict = st.fixed_dictionaries(
     {"inputs": st.one_of(rows, st.lists(numbers, max_size=70), json_value)},
     optional={
@@ -118,3 +163,42 @@ def test_predict_bodies_never_5xx(server, body):
 @given(body=bodies(near_valid_step))
 def test_train_step_bodies_never_5xx_and_rejections_change_nothing(server, body):
     check(server, "/train-step", body, TOKEN)
+
+
+def test_steps_that_reach_the_model(server):
+    """Each body has rows of the model's width; a 200 is one step more, with the weights
+    of a replay (a registry of our own, following the server's journal the way another
+    worker does); a refusal leaves steps and weights as they were."""
+    replica = Registry(ModelStore(server.models_dir))
+    replica.refresh()
+    outcomes: Counter = Counter()
+
+    def state() -> tuple[int, str]:
+        info = server.request("GET", "/models/digits")[1]
+        return info["online_steps"], info["weights_sha256"]
+
+    @settings(max_examples=150, deadline=None)
+    @example(body={"inputs": [[1e30] * WIDTH], "targets": ["1"], "learning_rate": 100.0})
+    @example(body={"inputs": [[FLOAT32_MAX] * WIDTH], "targets": ["3"]})
+    @example(body={"inputs": [[1e-45] * WIDTH], "targets": ["0"], "learning_rate": 1e-6})
+    @given(body=width_step)
+    def send(body):
+        steps, digest = state()
+        status, reply = server.request("POST", "/train-step", body, token=TOKEN)
+        assert status < 500, (status, reply)
+        after_steps, after_digest = state()
+        if status == 200:
+            outcomes[200] += 1
+            assert reply["step"] == after_steps == steps + 1, (reply, steps)
+            with threadpool_limits(1, user_api="blas"):  # as in the server's workers
+                replayed = replica.get("digits", full_check=True)
+            assert replayed.online_steps == after_steps
+            assert replayed.weights_digest() == after_digest
+        else:
+            outcomes[reply["error"]["code"]] += 1
+            assert 400 <= status < 500 and reply["error"]["message"]
+            assert (after_steps, after_digest) == (steps, digest), reply
+
+    send()
+    # The model's own refusal was reached, and so were real steps.
+    assert outcomes["non_finite_step"] >= 1 and outcomes[200] >= 1, outcomes

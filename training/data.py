@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,9 @@ def _check_dataset(ds: Dataset, path: str | Path) -> None:
     if not np.isfinite(ds.x).all():
         row = int(np.argwhere(~np.isfinite(ds.x))[0][0])
         raise DataError(path, f"NaN or Inf in the features of example {row + 1}")
+    if ds.classes is None and not np.isfinite(ds.y).all():
+        row = int(np.argwhere(~np.isfinite(ds.y))[0][0])
+        raise DataError(path, f"NaN or Inf in the targets of example {row + 1}")
     if ds.classes is not None and len(np.unique(ds.y)) < 2:
         raise DataError(path, f"only one class ({ds.classes[int(ds.y[0])]!r}): nothing to learn")
 
@@ -234,7 +238,7 @@ def read_npz(path: str | Path) -> Dataset:
             if "X" not in z or "y" not in z:
                 raise DataError(path, f"needs arrays 'X' and 'y', found {sorted(z.files)}")
             x, y = z["X"], z["y"]
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(path, f"not a readable npz file ({exc})") from None

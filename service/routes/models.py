@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, g, jsonify, request
 
 from service import consistency
@@ -50,6 +52,8 @@ def describe(name: str):
             "metrics": m.metrics,
             "versions": st.registry.store.versions(name),
             "load_error": st.registry.load_error(name),
+            "worker": os.getpid(),
+            "watcher": st.registry.watcher_stats(),
         }
     )
 
