@@ -95,7 +95,7 @@ def test_idempotency_keys_are_unique_in_the_database(db):
         j.rebase(Record("base", {"version": 1, "segment": "s1"}))
         for i in (1, 2):
             s = step(i)
-            keyed = Record("step", {**s.meta, "idempotency_key": "k1"}, s.x, s.y)
+            keyed = Record("step", {**s.meta, "key": "k1"}, s.x, s.y)
             if i == 1:
                 j.append(keyed)
             else:

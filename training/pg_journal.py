@@ -136,7 +136,7 @@ class PostgresJournal:
         conn = self._writer
         if conn is None:
             raise RuntimeError("append and rebase need the journal lock")
-        key = record.meta.get("idempotency_key")
+        key = record.meta.get("key")  # Idempotency-Key of the request (service/idempotency.py)
         try:
             with conn.transaction():
                 conn.execute(_INSERT, [self.model, seq, segment, record.kind, key, encode(record)])
