@@ -122,6 +122,15 @@ def test_alternating_steps_racing_writers_and_a_snapshot(pair, tmp_path):
         state = agree((a, b), int(hdrs["X-Bpserve-Step"]))
         assert state["online_steps"] == k + 1
     assert state["sha"] == replay(journal(url)[1])
+    # A step no replica has: a bounded wait, then 503; a header that is not a number: 400.
+    seq = int(hdrs["X-Bpserve-Step"])
+    status, err, _ = call(b.port, "GET", "/models/digits", headers={"X-Bpserve-Min-Step": "99"})
+    assert status == 503 and err["error"]["code"] == "step_not_applied", err
+    assert err["error"]["details"] == {"applied": seq, "wanted": 99}
+    status, err, _ = call(
+        a.port, "POST", "/predict", {"inputs": PROBE}, {"X-Bpserve-Min-Step": "x"}
+    )
+    assert status == 400 and err["error"]["code"] == "invalid_header", err
 
     # Two writers race, one per replica: one step each at a time, never a fork.
     replies: list[tuple[int, int, int]] = []
