@@ -9,7 +9,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.server import serve_copy
+from tests.server import Server, make_store, serve_copy
 from training.data import load_digits
 
 TOKEN = "v2-token"
@@ -187,3 +187,44 @@ def test_client_raises_on_protocol_error(client):
     inp.set_data_from_numpy(np.zeros((1, 63), dtype=np.float32), binary_data=True)
     with pytest.raises(InferenceServerException, match=r"\[n, 64\]"):
         client.infer("digits", [inp])
+
+
+def test_train_extension_gives_the_weights_of_train_step(tmp_path, digits):
+    """The same steps through /v2/models/digits/train on one server and /train-step on
+    another, each on its own copy of the store: equal replies and equal weights."""
+    steps = [
+        (slice(0, 8), "labels", {}),
+        (slice(8, 24), "vectors", {"learning_rate": 0.05}),
+        (slice(24, 28), "labels", {"learning_rate": 0.2, "momentum": 0.5}),
+    ]
+    with (
+        Server(make_store(tmp_path / "a"), train_token=TOKEN, snapshot_every=0) as plain,
+        Server(make_store(tmp_path / "b"), train_token=TOKEN, snapshot_every=0) as v2,
+    ):
+        for rows, kind, params in steps:
+            x, y = digits.x[rows], digits.y[rows]
+            labels = [str(v) for v in y]
+            vectors = np.eye(10)[y]
+            targets = labels if kind == "labels" else vectors.tolist()
+            body = {"inputs": x.tolist(), "targets": targets, **params}
+            status, a = plain.request("POST", "/train-step", body, token=TOKEN)
+            assert status == 200, a
+            target = (
+                {"name": "target", "shape": [len(y)], "datatype": "BYTES", "data": labels}
+                if kind == "labels"
+                else {
+                    "name": "target",
+                    "shape": [len(y), 10],
+                    "datatype": "FP32",
+                    "data": vectors.ravel().tolist(),
+                }
+            )
+            tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
+            v2_body = {"inputs": [{**tensor, "data": x.ravel().tolist()}, target]}
+            if params:
+                v2_body["parameters"] = params
+            status, b = v2.request("POST", "/v2/models/digits/train", v2_body, token=TOKEN)
+            assert status == 200, b
+            assert a == b
+            digests = [s.request("GET", "/models/digits")[1]["weights_sha256"] for s in (plain, v2)]
+            assert digests[0] == digests[1], (rows, kind, params)

@@ -91,7 +91,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bptrain",
         description="Train a model and publish it to the store.",
-        epilog="Subcommand: bptrain evaluate --name N [--version V] --data PATH",
+        epilog="Subcommands: bptrain evaluate --name N [--version V] --data PATH; "
+        "bptrain export NAME[:VERSION] --onnx PATH; bptrain import PATH --name NAME",
     )
     p.add_argument("--config", help="TOML file with any of the options below (flags win)")
     p.add_argument("--data", help="data file (not needed for --format digits)")
@@ -389,6 +390,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["export"], ["import"]):  # ONNX in and out: training/interop/cli.py
+        from training.interop.cli import main as interop_main
+
+        return interop_main(argv)
     try:
         if argv[:1] == ["evaluate"]:
             args = _eval_parser().parse_args(argv[1:])

@@ -82,13 +82,15 @@ def server_metadata():
 
 @bp.get("/health/live")
 def live():
-    return Response(status=200)
+    # The protocol's REST bodies: clients such as kserve's read them, not only the status.
+    return _json({"live": True})
 
 
 @bp.get("/health/ready")
 def ready():
     st = state()
-    return Response(status=200 if st.settings.default_model in st.registry.all() else 503)
+    ok = st.settings.default_model in st.registry.all()
+    return _json({"ready": ok}, 200 if ok else 503)
 
 
 def _model(name: str, version: str | None):
