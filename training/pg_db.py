@@ -73,23 +73,34 @@ class Database:
     """The pool and the listener of one worker process (create it after the fork)."""
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 3.0) -> None:
-        self.url = url
-        self.pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            timeout=timeout,  # a request waits this long for a connection, then 503
-            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced
-            configure=_configure,
-            kwargs={"autocommit": True, **_connect_options(timeout)},
-            name="bpserve",
-        )
+        self.url, self._size, self._timeout = url, pool_size, timeout
+        self.pool = self._new_pool()
         self._cond = threading.Condition()
         self._heard: dict[str, int] = {}
         self._epoch = 0  # bumped on every (re)connection of the listener
         self.listening = False
         self._stop = threading.Event()
+
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._size,
+            open=False,
+            timeout=self._timeout,  # a request waits this long for a connection, then 503
+            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced
+            configure=_configure,
+            kwargs={"autocommit": True, **_connect_options(self._timeout)},
+            name="bpserve",
+        )
+
+    def _renew_pool(self) -> None:
+        """A fresh pool once the server is back: the old one may be waiting out a
+        reconnection backoff that grew during the outage."""
+        fresh = self._new_pool()
+        fresh.open(wait=False)
+        old, self.pool = self.pool, fresh
+        old.close(timeout=0)  # connections in use are closed when they come back
 
     # -- start ----------
     def open(self, attempts: int = 30) -> None:
@@ -156,6 +167,8 @@ class Database:
             try:
                 with psycopg.connect(self.url, autocommit=True, **_connect_options(3)) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if self._epoch:
+                        self._renew_pool()
                     self.listening = True
                     self._bump(None)  # notifications may have been missed while cut off
                     backoff = 0.1
