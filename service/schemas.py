@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.cells import CellRows
 from service.errors import ApiError
 
 Row = list[float]
@@ -93,7 +94,12 @@ _EXAMPLE_ROW = [
 class PredictRequest(_Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [_EXAMPLE_ROW]}]})
 
-    inputs: list[Row] | Row = Field(description="feature rows, or one row as a flat list")
+    # Numbers first (the fast path); rows with objects, text or nulls: service/cells.py.
+    inputs: list[Row] | Row | CellRows = Field(
+        description="feature rows, one row as a flat list, or rows as objects keyed by "
+        "column name (text categories and nulls allowed)",
+        union_mode="left_to_right",
+    )
     model: str | None = None
     version: int | None = Field(default=None, ge=1)
 
@@ -119,8 +125,10 @@ class TrainStepRequest(StepParameters):
         }
     )
 
-    inputs: list[Row] | Row
-    targets: list[str | int] | list[Row] = Field(description="class labels or target vectors")
+    inputs: list[Row] | Row | CellRows = Field(union_mode="left_to_right")
+    targets: list[str | int] | list[Row] | list[float] = Field(
+        description="class labels, target vectors, or one number per row (regression)"
+    )
     model: str | None = None
 
 

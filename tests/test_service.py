@@ -95,11 +95,22 @@ BAD_REQUESTS = [
     ("GET", "/predict", None, None, 405, "method_not_allowed"),
     ("GET", "/nowhere", None, None, 404, "not_found"),
     ("POST", "/predict", {"inputs": [[0.0] * 63]}, None, 422, "wrong_feature_count"),
-    ("POST", "/predict", b'{"inputs": [[NaN]]}', None, 422, "invalid_request"),
+    # Rows that are not all numbers take the cell path (service/cells.py); the default
+    # model (manifest format 1) takes numbers only and cannot fill holes.
+    (
+        "POST",
+        "/predict",
+        b'{"inputs": [[' + b",".join([b"NaN"] * 64) + b"]]}",
+        None,
+        422,
+        "missing_value",
+    ),
+    ("POST", "/predict", {"inputs": [[None] * 64]}, None, 422, "missing_value"),
+    ("POST", "/predict", {"inputs": [{"pixel_0_0": 1, "nope": 2}]}, None, 422, "unknown_column"),
     ("POST", "/predict", {"inputs": [[1e39] * 64]}, None, 422, "non_finite_input"),
     ("POST", "/predict", {"inputs": []}, None, 422, "empty_batch"),
     ("POST", "/predict", {"inputs": [[0.0] * 64, [0.0] * 3]}, None, 422, "ragged_rows"),
-    ("POST", "/predict", {"inputs": [["a"] * 64]}, None, 422, "invalid_request"),
+    ("POST", "/predict", {"inputs": [["a"] * 64]}, None, 422, "invalid_cell"),
     ("POST", "/predict", {"inputs": [[0.0] * 64], "extra": 1}, None, 422, "invalid_request"),
     ("POST", "/predict", {"inputs": [[0.0] * 64], "model": "nope"}, None, 404, "unknown_model"),
     (

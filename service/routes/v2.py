@@ -22,6 +22,7 @@ from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
 from service import auth, errors, metrics
+from service.cells import column_space
 from service.errors import ApiError
 from service.routes.common import state
 from service.routes.train import DISABLED, step
@@ -145,7 +146,7 @@ def infer(name: str, version: str | None = None):
     x = tensor_array(
         find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
     )
-    outputs = model.output(x)
+    outputs = model.output(column_space(model, x))
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
@@ -214,4 +215,6 @@ def train(name: str):
         raise ApiError(
             400, "bad_parameter", f"parameter {first['loc'][0]}: {first['msg']}"
         ) from None
-    return _json(step(name, x, y, params.learning_rate, params.momentum))
+    return _json(
+        step(name, model, column_space(model, x), y, params.learning_rate, params.momentum)
+    )
