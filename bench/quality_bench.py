@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training import preprocessing
+from training import columns
 from training.cli import TrainConfig, train
 from training.data import load, stratified_split
 
@@ -197,14 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--tables", default=",".join(TABLES))
     p.add_argument(
-        "--scaling", choices=("auto", "standard", "floor", "minmax"), default=preprocessing.SCALING
+        "--scaling", choices=("auto", "standard", "floor", "minmax"), default=columns.SCALING
     )
-    p.add_argument("--floor", type=float, default=preprocessing.FLOOR)
+    p.add_argument("--floor", type=float, default=columns.FLOOR)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-sklearn", action="store_true")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    preprocessing.SCALING, preprocessing.FLOOR = args.scaling, args.floor
+    columns.SCALING, columns.FLOOR = args.scaling, args.floor
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(
         f"scaling {args.scaling} (floor range/{args.floor}); "

@@ -18,18 +18,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from training.console import Progress, plot_png
-from training.data import FORMATS, DataError, Dataset, load, stratified_split
-from training.evaluation import format_report, score
-from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
-from training.pipeline import guarded_fit, input_width, new_model, rows_of
-from training.store import ModelStore, StoreError
-from training.trainer import Schedule
+from training.data import FORMATS, DataError
+from training.evaluation import format_report
+from training.retrain import evaluate, train
+from training.store import StoreError
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA = 0, 2, 3
 
@@ -153,6 +147,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--models-dir", default="models")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--outputs", action="store_true", help="with --json: each row's outputs, as /predict"
+    )
     return p
 
 
@@ -191,164 +188,6 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise UsageError(f"{args.config or 'options'}: {where}: {first['msg']}") from None
-
-
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    source = cfg.data or "-"
-    ds = load(cfg.data, cfg.format, cfg.label_column, cfg.missing)
-    store = ModelStore(cfg.models_dir)
-    base: Model | None = None
-    if cfg.init_from:
-        base_name, base_version = cfg.init_from.split(":")
-        base, _ = store.load(base_name, int(base_version))
-        if base.n_features != ds.x.shape[1]:
-            raise DataError(
-                source, f"{ds.x.shape[1]} features, but {cfg.init_from} takes {base.n_features}"
-            )
-        if base.labels != ds.classes:
-            raise DataError(
-                source, f"classes {ds.classes} differ from {cfg.init_from}'s {base.labels}"
-            )
-    train_idx, val_idx, test_idx = stratified_split(
-        ds, cfg.val_fraction, cfg.test_fraction, cfg.seed
-    )
-    if len(train_idx) == 0:
-        raise DataError(source, "no examples left for training after the split")
-    opt = SGD(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.clip_norm)
-    warnings: list[str] = []
-    if base is not None:
-        model = base.copy()
-        model.optimizer = opt
-    else:
-        loss = cfg.loss or ("cross_entropy" if ds.is_classification else "quadratic")
-        output = None if ds.is_classification else "identity"
-        n_out = len(ds.classes) if ds.classes else ds.y.shape[1]
-        net = Network(
-            [input_width(ds, train_idx, cfg.categorical), *cfg.hidden, n_out],
-            cfg.activation,
-            output,
-            loss,
-            init=cfg.init,
-            dtype=cfg.dtype,
-            seed=cfg.seed,
-        )
-        model, warnings = new_model(ds, train_idx, net, opt, cfg.categorical, source)
-        for w in warnings:
-            print(f"bptrain: warning: {w}; dropped", file=sys.stderr, flush=True)
-    net = model.network
-    rows = model.check_rows(rows_of(model, ds, source))
-
-    def part(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y = model.scale_targets(ds.subset(idx).target_matrix(net.dtype))
-        return model.transform(rows[idx]), y
-
-    validation = part(val_idx) if len(val_idx) else None
-    progress = Progress(cfg.epochs, plain=cfg.quiet or not sys.stderr.isatty())
-    try:
-        guarded = guarded_fit(
-            model,
-            opt,
-            *part(train_idx),
-            state=model.optimizer_state if base is not None else None,
-            callback=progress,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            validation=validation,
-            schedule=Schedule(cfg.schedule, cfg.step_size, cfg.gamma, cfg.decay),
-            patience=cfg.patience,
-            seed=cfg.seed,
-        )
-    finally:
-        progress.close()
-    history = guarded.history
-    model.optimizer_state = guarded.state
-    test_part = (
-        ds.subset(test_idx) if len(test_idx) else ds.subset(val_idx if len(val_idx) else train_idx)
-    )
-    scores = score(model, test_part)
-    # The figures of the weights being published: the best epoch's when early stopping
-    # restored them (fit does that whenever patience is set), else the last epoch's.
-    restored = cfg.patience is not None and history.best_epoch
-    final = history.epochs[history.best_epoch - 1] if restored else history.epochs[-1]
-    metrics = {
-        "train_loss": final["train_loss"],
-        "train_accuracy": final["train_accuracy"],
-        "val_loss": final.get("val_loss"),
-        "val_accuracy": final.get("val_accuracy"),
-        "test_loss": scores["loss"],
-        "test_accuracy": scores.get("accuracy"),
-        **{f"test_{k}": scores[k] for k in ("r2", "mae", "rmse") if k in scores},
-        "epochs_run": len(history.epochs),
-        "best_epoch": history.best_epoch,
-        "restarts": guarded.restarts,
-        "learning_rate": guarded.learning_rate,
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "n_test": len(test_idx),
-    }
-    result: dict[str, Any] = {
-        "name": cfg.name,
-        "version": None,
-        "path": None,
-        "metrics": metrics,
-        "scores": scores,
-    }
-    if warnings or guarded.notes:
-        result["warnings"] = warnings + guarded.notes
-    png = plot_png(history.epochs)
-    if png is None:
-        result["note"] = (
-            "matplotlib not installed: no training-curve PNG (pip install 'bpserve[plot]')"
-        )
-    if not cfg.dry_run:
-        training = cfg.model_dump(exclude={"dry_run", "quiet", "json_output", "models_dir"})
-        parent = (
-            int(cfg.init_from.split(":")[1])
-            if cfg.init_from and cfg.init_from.startswith(cfg.name + ":")
-            else None
-        )
-        version = store.save(
-            cfg.name,
-            model,
-            parent_version=parent,
-            training=training,
-            data_fingerprint=ds.fingerprint,
-            metrics=metrics,
-            extra_files={"curves.png": png} if png else None,
-        )
-        result["version"] = version
-        result["path"] = str(store.version_dir(cfg.name, version))
-    return result
-
-
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    store = ModelStore(args.models_dir)
-    model, manifest = store.load(args.name, args.version)
-    strict = not model.preprocessing.allows_missing
-    ds = load(args.data, args.format, args.label_column, "error" if strict else "impute")
-    if ds.x.shape[1] != model.n_features:
-        raise DataError(
-            args.data or "-", f"{ds.x.shape[1]} features, but the model takes {model.n_features}"
-        )
-    if ds.classes is not None and model.labels is None and all(c.isdigit() for c in ds.classes):
-        # Integer targets for a regression model: numbers, not class names.
-        y = np.array([[float(ds.classes[i])] for i in ds.y])
-        ds = Dataset(ds.x, y, None, ds.feature_names, ds.fingerprint, ds.text)
-    if ds.classes is not None and ds.classes != model.labels:
-        # Map the file's class names onto the model's; unknown ones are bad data.
-        index = {c: i for i, c in enumerate(model.labels or [])}
-        missing = [c for c in ds.classes if c not in index]
-        if missing:
-            raise DataError(args.data or "-", f"labels {missing} are not classes of the model")
-        ds = Dataset(
-            ds.x,
-            np.array([index[ds.classes[i]] for i in ds.y]),
-            list(model.labels or []),
-            ds.feature_names,
-            ds.fingerprint,
-            ds.text,
-        )
-    return {"name": args.name, "version": manifest.version, "scores": score(model, ds)}
 
 
 def main(argv: list[str] | None = None) -> int:

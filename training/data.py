@@ -119,6 +119,10 @@ def _check_dataset(ds: Dataset, path: str | Path, allow_holes: bool = False) -> 
     if ds.classes is None and not np.isfinite(ds.y).all():
         row = int(np.argwhere(~np.isfinite(ds.y))[0][0])
         raise DataError(path, f"NaN or Inf in the targets of example {row + 1}")
+
+
+def check_learnable(ds: Dataset, path: str | Path) -> None:
+    """Training needs two classes at least (scoring a stored model does not)."""
     if ds.classes is not None and len(np.unique(ds.y)) < 2:
         raise DataError(path, f"only one class ({ds.classes[int(ds.y[0])]!r}): nothing to learn")
 

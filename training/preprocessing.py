@@ -8,171 +8,37 @@ Two stages, so that the service, the trainer and ``bptrain evaluate`` share one 
    for a hole.  This is what the journal records and what ``apply_step`` receives.
 2. ``transform``: column space to the network's inputs, vectorised: numeric columns
    imputed with the training median, mapped by ``(x - offset) * factor`` and clipped to
-   ``[-CLIP, CLIP]`` (so no value, seen or not, can become huge); categorical columns
-   one-hot with a last "unseen" slot; an indicator column (1 = the cell was missing)
-   after every column that had holes in training.
+   ``[-CLIP, CLIP]``; categorical columns one-hot with a last "unseen" slot; an
+   indicator column (1 = the cell was missing) after every column that had holes in
+   training.
 
-Numeric scaling (chosen by bench/quality_bench.py, see BENCHMARKS.md): a column whose
-training values are all >= 0 is min-max scaled by its maximum (``x / max``: sparse
-pixel-like columns stay sparse and in [0, 1]); any other column is standardised with
-its scale floored at a quarter of its range, so a column that is non-zero in a few
-rows does not turn those into +-50.  A constant column gets factor 0 (always 0).
-
-``Standardizer`` is the format-1 preprocessing (mean and scale per feature, no holes),
-kept so that old manifests keep loading and serving bit for bit as before.
-The manifest form of both is plain JSON lists (``to_manifest``/``from_manifest``).
+How one column is fitted is training/columns.py; format 1's ``Standardizer`` and the
+regression ``TargetScaler`` are training/scaling.py.  The manifest form is plain JSON
+(``prep_to_manifest`` / ``prep_from_manifest``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from training.columns import CLIP, Column, category_key, fit_column, is_missing
+from training.scaling import Standardizer, TargetScaler
+
 Array = np.ndarray
-CLIP = 5.0  # every scaled numeric input lies in [-CLIP, CLIP]
-MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
-# How numeric columns are scaled: "auto" (the default, above) or "standard" (plain
-# standardisation, then the clip); bench/quality_bench.py --scaling compares them.
-SCALING = "floor"
-FLOOR = 4.0
-
-
-def is_missing(cell: object) -> bool:
-    """A hole: None, NaN, or one of the usual empty-cell spellings."""
-    if cell is None:
-        return True
-    if isinstance(cell, float):
-        return cell != cell
-    return isinstance(cell, str) and cell.strip().lower() in MISSING_TOKENS
-
-
-def category_key(cell: object) -> str:
-    """The name a categorical cell is looked up by: integer-valued numbers as integers
-    ("3" for 3, 3.0 and "3.0"), other numbers as Python writes them, text stripped."""
-    if isinstance(cell, bool):
-        return str(cell)
-    if isinstance(cell, str):
-        s = cell.strip()
-        try:
-            cell = float(s)
-        except ValueError:
-            return s
-    v = float(cell)  # type: ignore[arg-type]
-    if math.isfinite(v) and v == int(v):
-        return str(int(v))
-    return repr(v)
-
-
-@dataclass
-class Standardizer:
-    """Format 1: per-feature (x - mean) / scale, fitted on training rows only."""
-
-    mean: Array
-    scale: Array
-
-    @classmethod
-    def fit(cls, x: Array) -> Standardizer:
-        std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std > 1e-12, std, 1.0))
-
-    @classmethod
-    def identity(cls, n: int) -> Standardizer:
-        return cls(np.zeros(n), np.ones(n))
-
-    def apply(self, x: Array, dtype: np.dtype | str | None = None) -> Array:
-        out = (x - self.mean) / self.scale
-        return out.astype(dtype, copy=False) if dtype is not None else out
-
-    @property
-    def n_columns(self) -> int:
-        return len(self.mean)
-
-    @property
-    def width(self) -> int:
-        return len(self.mean)
-
-    allows_missing = False
-    has_categories = False
-
-    def columns(self, names: list[str] | None) -> list[dict[str, Any]]:
-        names = names or [f"x{i}" for i in range(self.n_columns)]
-        return [{"name": n, "kind": "numeric"} for n in names]
-
-
-@dataclass
-class Column:
-    """One input column as fitted: what it is and the numbers that encode it."""
-
-    name: str
-    kind: str  # "numeric", "categorical" or "dropped" (empty in every training row)
-    offset: float = 0.0
-    factor: float = 1.0
-    fill: float = 0.0  # numeric: the training median; categorical: most frequent index
-    indicator: bool = False
-    categories: list[str] = field(default_factory=list)
-
-    @property
-    def width(self) -> int:
-        if self.kind == "dropped":
-            return 0
-        body = len(self.categories) + 1 if self.kind == "categorical" else 1
-        return body + int(self.indicator)
-
-    def to_manifest(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
-        if self.kind == "numeric":
-            out.update(offset=self.offset, factor=self.factor, fill=self.fill)
-        elif self.kind == "categorical":
-            out.update(categories=self.categories, fill=int(self.fill))
-        if self.kind != "dropped":
-            out["indicator"] = self.indicator
-        return out
-
-
-def fit_column(
-    name: str, values: Array | None, keys: list[str | None] | None
-) -> tuple[Column, str | None]:
-    """Fit one column on its training cells: ``values`` (float, NaN = hole) for a numeric
-    column, ``keys`` (category names, None = hole) for a categorical one.  Returns the
-    column and a warning, if any."""
-    if keys is not None:
-        present = [k for k in keys if k is not None]
-        if not present:
-            return Column(name, "dropped"), f"column {name!r} is empty in every training row"
-        categories = sorted(set(present), key=_category_order)
-        counts = {c: 0 for c in categories}
-        for k in present:
-            counts[k] += 1
-        fill = categories.index(max(categories, key=lambda c: counts[c]))
-        indicator = len(present) < len(keys)
-        col = Column(name, "categorical", fill=fill, indicator=indicator, categories=categories)
-        return col, None
-    assert values is not None
-    seen = values[~np.isnan(values)]
-    if seen.size == 0:
-        return Column(name, "dropped"), f"column {name!r} is empty in every training row"
-    lo, hi = float(seen.min()), float(seen.max())
-    indicator = seen.size < values.size
-    fill = float(np.median(seen))
-    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
-        return Column(name, "numeric", lo, 0.0, fill, indicator), None
-    if lo >= 0 and SCALING in ("auto", "minmax"):
-        if SCALING == "auto":
-            return Column(name, "numeric", 0.0, 1.0 / hi, fill, indicator), None
-        return Column(name, "numeric", lo, 1.0 / (hi - lo), fill, indicator), None
-    std = float(seen.std())
-    scale = std if SCALING == "standard" else max(std, (hi - lo) / FLOOR)
-    return Column(name, "numeric", float(seen.mean()), 1.0 / scale, fill, indicator), None
-
-
-def _category_order(c: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(c), c)
-    except ValueError:
-        return (1, 0.0, c)
+__all__ = [
+    "CLIP",
+    "Column",
+    "Preprocessor",
+    "Standardizer",
+    "TargetScaler",
+    "category_key",
+    "is_missing",
+    "prep_from_manifest",
+    "prep_to_manifest",
+]
 
 
 class Preprocessor:
@@ -316,31 +182,6 @@ class Preprocessor:
             d = dict(d)
             cols.append(Column(**d))
         return cls(cols)
-
-
-@dataclass
-class TargetScaler:
-    """Regression targets: trained on (y - offset) / scale, mapped back on the way out."""
-
-    offset: Array
-    scale: Array
-
-    @classmethod
-    def fit(cls, y: Array) -> TargetScaler:
-        std = y.std(axis=0)
-        return cls(y.mean(axis=0), np.where(std > 1e-12, std, 1.0))
-
-    def forward(self, y: Array) -> Array:
-        return ((y - self.offset) / self.scale).astype(y.dtype, copy=False)
-
-    def back(self, out: Array) -> Array:
-        """Outputs in the targets' own units (in place, in the outputs' dtype)."""
-        out *= self.scale.astype(out.dtype)
-        out += self.offset.astype(out.dtype)
-        return out
-
-    def to_manifest(self) -> dict[str, list[float]]:
-        return {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
 
 
 def prep_to_manifest(pre: Standardizer | Preprocessor) -> dict[str, Any]:
