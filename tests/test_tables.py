@@ -140,3 +140,37 @@ def test_train_step_on_object_rows_and_v2_on_numbers(pets):
     assert status == 200, v2
     mine = server.request("POST", "/predict", {"inputs": [[0, 4.0, 2, 0]]})[1]["outputs"][0]
     np.testing.assert_allclose(v2["outputs"][0]["data"], mine, rtol=1e-6)
+
+
+def test_v2_binary_nan_is_a_hole_as_null_is_in_predict(pets):
+    server = pets[2]
+    row = np.array([[1.0, np.nan, 2.0, np.nan]], dtype="<f4")
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": row.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    status, v2 = server.request(
+        "POST",
+        "/v2/models/pets/infer",
+        raw=head + row.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert status == 200, v2
+    mine = server.request("POST", "/predict", {"inputs": [[1, None, 2, None]]})[1]["outputs"][0]
+    np.testing.assert_allclose(v2["outputs"][0]["data"], mine, rtol=1e-6)
+    row[0, 1] = np.inf  # Inf is not a hole
+    status, v2 = server.request(
+        "POST",
+        "/v2/models/pets/infer",
+        raw=head + row.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert status == 400 and "NaN, Inf" in v2["error"]

@@ -144,7 +144,12 @@ def infer(name: str, version: str | None = None):
                 400, "unknown_input", f"unknown input {t.name!r}; this model takes 'input'"
             )
     x = tensor_array(
-        find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
+        find(req, "input"),
+        binary,
+        model.n_features,
+        model.network.dtype,
+        st.settings.max_rows,
+        holes=model.preprocessing.allows_missing,
     )
     outputs = model.output(column_space(model, x))
     metrics.predicted(name, v, len(x))
@@ -191,7 +196,10 @@ def train(name: str):
     model = served.model
     binary = Binary(raw)
     net = model.network
-    x = tensor_array(find(req, "input"), binary, model.n_features, net.dtype, st.settings.max_rows)
+    holes = model.preprocessing.allows_missing
+    x = tensor_array(
+        find(req, "input"), binary, model.n_features, net.dtype, st.settings.max_rows, holes
+    )
     target = find(req, "target")
     if target.datatype == "BYTES":
         if target.parameters.get("binary_data_size") is not None:
