@@ -251,7 +251,8 @@ def test_hot_reload_pin_rollback_and_failed_load(server, store_dir, digits):
 
 
 def test_a_version_that_fails_to_load_keeps_the_old_one(server, store_dir):
-    bad = store_dir / "digits" / "2"
+    # Made aside and renamed into place, so that no poll sees it half made.
+    bad = store_dir / "digits" / ".bad-2"
     shutil.copytree(store_dir / "digits" / "1", bad)
     weights = bad / "weights.safetensors"
     data = bytearray(weights.read_bytes())
@@ -260,6 +261,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one(server, store_dir):
     (bad / "manifest.json").write_text(
         (bad / "manifest.json").read_text().replace('"version": 1', '"version": 2')
     )
+    bad.rename(store_dir / "digits" / "2")
 
     # Each worker tries the new version on its own poll and keeps its own record of the
     # failure: look at the reply that shows it.
