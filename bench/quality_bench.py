@@ -141,7 +141,8 @@ def write_csv(path: Path, names, rows, targets, regression: bool) -> None:
 
 
 # -- the two sides ------------------------------------------------------------------------------
-def run_bptrain(path: Path, seed: int, overrides: dict) -> tuple[float, float, int, bool]:
+def run_bptrain(path: Path, seed: int, overrides: dict) -> tuple[float, float, int, bool, int]:
+    """Score, fit seconds, divergence-guard restarts, whether it diverged, best epoch."""
     cfg = TrainConfig.model_validate(
         {"data": str(path), "seed": seed, "dry_run": True, "quiet": True, **overrides}
     )
@@ -150,11 +151,11 @@ def run_bptrain(path: Path, seed: int, overrides: dict) -> tuple[float, float, i
         try:
             result = train(cfg)
         except FloatingPointError:
-            return float("nan"), time.perf_counter() - t0, -1, True
+            return float("nan"), time.perf_counter() - t0, -1, True, 0
     seconds = time.perf_counter() - t0
     m = result["metrics"]
     value = m["test_r2"] if "test_r2" in m else m["test_accuracy"]
-    return 100 * value, seconds, m["restarts"], False
+    return 100 * value, seconds, m["restarts"], False, m["best_epoch"]
 
 
 def run_sklearn(
@@ -228,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / f"{name}.csv"
             write_csv(path, names, rows, targets, regression)
             bp, bt, restarts, diverged, sk, st, sky, n_test = [], [], 0, 0, [], [], [], 0
+            bests: list[int] = []
             for seed in range(args.seeds):
-                v, t, r, d = run_bptrain(path, seed, overrides)
+                v, t, r, d, best = run_bptrain(path, seed, overrides)
+                bests.append(best)
                 bp.append(v)
                 bt.append(t)
                 restarts += max(r, 0)
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bptrain_seconds": statistics.median(bt),
                 "restarts": restarts,
                 "diverged": diverged,
+                "best_epochs": bests,
             }
             line = (
                 f"{name:<14} {row['bptrain_mean']:6.2f} ±{row['bptrain_sd']:5.2f} "
@@ -272,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 line += f"  {row['sklearn_scaled_y_mean']:6.2f} ±{row['sklearn_scaled_y_sd']:5.2f}"
             if diverged:
                 line += f"  DIVERGED {diverged}x"
+            line += f"  best epochs {bests}"
             print(line, flush=True)
             out[name] = row
     if args.json:
