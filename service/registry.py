@@ -415,7 +415,7 @@ class Registry:
             if done is not None:
                 return done
             net = cur.model.network
-            if x.shape[1] != net.n_inputs or y.shape[1] != net.n_outputs:
+            if x.shape[1] != cur.model.n_features or y.shape[1] != net.n_outputs:
                 # The request was checked against a version that a reload replaced since.
                 raise ModelChanged(
                     f"model {name!r} changed while this step was "

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.cells import CellRows
 from service.errors import ApiError
 
 Row = list[float]
@@ -22,78 +23,24 @@ class _Request(BaseModel):
 
 
 # A real row of the default digits model, so that clients and fuzzers reach the model.
+# fmt: off
 _EXAMPLE_ROW = [
-    0,
-    0,
-    5,
-    13,
-    9,
-    1,
-    0,
-    0,
-    0,
-    0,
-    13,
-    15,
-    10,
-    15,
-    5,
-    0,
-    0,
-    3,
-    15,
-    2,
-    0,
-    11,
-    8,
-    0,
-    0,
-    4,
-    12,
-    0,
-    0,
-    8,
-    8,
-    0,
-    0,
-    5,
-    8,
-    0,
-    0,
-    9,
-    8,
-    0,
-    0,
-    4,
-    11,
-    0,
-    1,
-    12,
-    7,
-    0,
-    0,
-    2,
-    14,
-    5,
-    10,
-    12,
-    0,
-    0,
-    0,
-    0,
-    6,
-    13,
-    10,
-    0,
-    0,
-    0,
+    0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0,
+    0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0,
+    0, 6, 13, 10, 0, 0, 0,
 ]
+# fmt: on
 
 
 class PredictRequest(_Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [_EXAMPLE_ROW]}]})
 
-    inputs: list[Row] | Row = Field(description="feature rows, or one row as a flat list")
+    # Numbers first (the fast path); rows with objects, text or nulls: service/cells.py.
+    inputs: list[Row] | Row | CellRows = Field(
+        description="feature rows, one row as a flat list, or rows as objects keyed by "
+        "column name (text categories and nulls allowed)",
+        union_mode="left_to_right",
+    )
     model: str | None = None
     version: int | None = Field(default=None, ge=1)
 
@@ -119,8 +66,10 @@ class TrainStepRequest(StepParameters):
         }
     )
 
-    inputs: list[Row] | Row
-    targets: list[str | int] | list[Row] = Field(description="class labels or target vectors")
+    inputs: list[Row] | Row | CellRows = Field(union_mode="left_to_right")
+    targets: list[str | int] | list[Row] | list[float] = Field(
+        description="class labels, target vectors, or one number per row (regression)"
+    )
     model: str | None = None
 
 

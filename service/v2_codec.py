@@ -131,9 +131,10 @@ class Binary:
 
 
 def tensor_array(
-    t: Tensor, binary: Binary, cols: int, dtype: np.dtype, max_rows: int
+    t: Tensor, binary: Binary, cols: int, dtype: np.dtype, max_rows: int, holes: bool = False
 ) -> np.ndarray:
-    """A checked (n x cols) array of ``dtype`` from a JSON or binary input tensor."""
+    """A checked (n x cols) array of ``dtype`` from a JSON or binary input tensor; with
+    ``holes`` a NaN is a missing cell (the model's preprocessing fills it), Inf is not."""
     if t.datatype not in DTYPES:
         raise ApiError(
             400,
@@ -170,7 +171,7 @@ def tensor_array(
                 400, "bad_shape", f"input {t.name!r}: {arr.size} values for shape {t.shape}"
             )
     arr = arr.reshape(t.shape).astype(dtype, copy=False)
-    if not np.isfinite(arr).all():
+    if (np.isinf(arr) if holes else ~np.isfinite(arr)).any():
         raise ApiError(400, "bad_data", f"input {t.name!r} holds NaN, Inf or values out of range")
     return arr
 

@@ -94,8 +94,10 @@ def test_same_config_seed_and_data_give_the_same_weight_file(tmp_path):
     ],
 )
 def test_bad_data_exits_3_naming_file_and_line(tmp_path, content, message):
+    # --missing error: today's strict reading, where a text cell is bad data
     (tmp_path / "bad.csv").write_text(content)
-    out = bptrain("--data", tmp_path / "bad.csv", "--models-dir", tmp_path / "m", *FAST)
+    args = ("--data", tmp_path / "bad.csv", "--models-dir", tmp_path / "m", *FAST)
+    out = bptrain(*args, "--missing", "error")
     assert out.returncode == 3, out.stderr
     assert message in out.stderr
     assert not (tmp_path / "m").exists() or not list((tmp_path / "m").rglob("manifest.json"))

@@ -47,10 +47,18 @@ def test_read_npz_labels_targets_and_regression(tmp_path):
     ],
 )
 def test_read_npz_errors_name_the_problem(tmp_path, arrays, problem):
+    """With ``missing="error"`` (today's strict reading); by default a NaN is a hole,
+    filled by the fitted preprocessing, and only an Inf is bad data."""
     path = npz(tmp_path, **arrays)
     with pytest.raises(DataError) as err:
-        load(path)
+        load(path, missing="error")
     assert err.value.path == str(path) and problem in err.value.problem
+    if "NaN or Inf" not in problem or np.isinf(arrays["X"]).any():
+        with pytest.raises(DataError) as err:
+            load(path)
+        assert problem in err.value.problem
+    else:
+        assert np.isnan(load(path).x).sum() == 1
 
 
 def test_a_file_that_is_not_npz(tmp_path):
@@ -76,7 +84,12 @@ def test_non_finite_values_in_a_csv(tmp_path, value):
     path = tmp_path / "d.csv"
     path.write_text(f"a,b,label\n1,2,x\n3,{value},y\n5,6,x\n")
     with pytest.raises(DataError, match="NaN or Inf in the features of example 2"):
-        load(path)
+        load(path, missing="error")
+    if value == "nan":  # by default a hole, filled by the fitted preprocessing
+        assert np.isnan(load(path).x[1, 1])
+    else:
+        with pytest.raises(DataError, match="NaN or Inf in the features of example 2"):
+            load(path)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
@@ -111,9 +124,12 @@ def test_code_recognizer_empty_and_non_finite(tmp_path):
     path.write_bytes(b"\r\r\n\r\r\n")
     with pytest.raises(DataError, match="no examples in the file"):
         load(path)
-    path.write_bytes(b"0.1 0.2 > 1 0\r\r\n0.3 nan > 0 1\r\r\n")
+    path.write_bytes(b"0.1 0.2 > 1 0\r\r\n0.3 inf > 0 1\r\r\n")
     with pytest.raises(DataError, match="NaN or Inf in the features of example 2"):
         load(path)
+    path.write_bytes(b"0.1 0.2 > 1 0\r\r\n0.3 nan > 0 1\r\r\n")
+    with pytest.raises(DataError, match="NaN or Inf in the features of example 2"):
+        load(path, missing="error")
     path.write_bytes(b"0.1 0.2 > 1 0\r\r\n0.3 0.4 > 0 1\r\r\n")
     ds = load(path)  # "\r\r\n" ends one line; the one-hot targets make two classes
     assert ds.classes == ["0", "1"] and ds.y.tolist() == [0, 1]

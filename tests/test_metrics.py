@@ -46,7 +46,7 @@ def test_metrics_count_the_traffic_sent(tmp_path):
             online = server.request("GET", "/models/digits")[1]["online"]
             accuracies.append(online["accuracy"])
             losses.append(online["loss"])
-        refused = {"inputs": [[1e30] * 64], "targets": ["1"], "learning_rate": 100}
+        refused = {"inputs": [[16.0] * 64], "targets": [[1e30] * 10], "learning_rate": 100}
         status, reply = server.request("POST", "/train-step", refused, token=TOKEN)
         assert (status, reply["error"]["code"]) == (422, "non_finite_step")
         assert server.request("POST", "/predict", {"inputs": [[0.0] * 63]})[0] == 422

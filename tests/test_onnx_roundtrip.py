@@ -147,7 +147,13 @@ def test_committed_model_exports_with_its_preprocessing(tmp_path):
     x = load_digits().x.astype(np.float32)
     np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict(x), atol=1e-5)
     ops = [n.op_type for n in onnx.load(path).graph.node]
-    assert ops == ["Sub", "Mul", "Gemm", "Relu", "Gemm", "Softmax"]
+    # Its column preprocessing (manifest format 2): holes filled, scaled, clipped.
+    assert ops == ["IsNaN", "Where", "Sub", "Mul", "Clip", "Gemm", "Relu", "Gemm", "Softmax"]
+    holed = x[:20].copy()
+    holed[::3, 10] = np.nan
+    np.testing.assert_allclose(
+        session.run(None, {"input": holed})[0], model.predict(holed), atol=1e-5
+    )
 
 
 def test_float64_model_exports_as_double(tmp_path):
@@ -169,7 +175,7 @@ def test_without_preprocessing_the_graph_says_what_it_expects(tmp_path):
     assert "not in this graph" in meta["bpserve.input"]
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x = load_digits().x[:30]
-    ready = model.standardize(x.astype(np.float32))
+    ready = model.prepare(x.astype(np.float32))
     np.testing.assert_allclose(session.run(None, {"input": ready})[0], model.predict(x), atol=1e-5)
 
 

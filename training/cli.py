@@ -12,23 +12,18 @@ pydantic model so an unknown key or a bad value names itself.  Exit codes: 0 don
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from training.data import FORMATS, DataError, Dataset, Standardizer, load, stratified_split
-from training.evaluation import format_report, score
-from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
-from training.store import ModelStore, StoreError
-from training.trainer import Schedule, fit
+from training.data import FORMATS, DataError
+from training.evaluation import format_report
+from training.retrain import evaluate, train
+from training.store import StoreError
 
 EXIT_OK, EXIT_USAGE, EXIT_DATA = 0, 2, 3
 
@@ -39,6 +34,8 @@ class TrainConfig(BaseModel):
     data: str | None = None
     format: Literal["csv", "npz", "code-recognizer", "digits"] | None = None
     label_column: str | None = None
+    missing: Literal["impute", "error"] = "impute"
+    categorical: list[str] = []
     name: str = Field(default="model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     models_dir: str = "models"
     hidden: list[int] = [64]
@@ -47,7 +44,7 @@ class TrainConfig(BaseModel):
     init: Literal["gaussian", "xavier", "he"] | None = None
     epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=32, ge=1)
-    lr: float = Field(default=0.05, gt=0)
+    lr: float = Field(default=0.01, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0)
@@ -65,6 +62,11 @@ class TrainConfig(BaseModel):
     dry_run: bool = False
     quiet: bool = False
     json_output: bool = Field(default=False, alias="json")
+
+    @field_validator("categorical", mode="before")
+    @classmethod
+    def _categorical(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -95,6 +97,12 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data file (not needed for --format digits)")
     p.add_argument("--format", choices=FORMATS, help="inferred from the extension where possible")
     p.add_argument("--label-column", help="CSV label column (default: the last)")
+    p.add_argument(
+        "--missing",
+        choices=("impute", "error"),
+        help="empty/NA/NaN cells and text columns: impute and encode (default), or refuse",
+    )
+    p.add_argument("--categorical", metavar="COLS", help="integer-coded category columns: a,b")
     p.add_argument("--name", help="model name in the store")
     p.add_argument("--models-dir", help="model store folder (default: models)")
     p.add_argument("--hidden", help="hidden layer sizes, e.g. 64,32")
@@ -139,6 +147,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--models-dir", default="models")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--outputs", action="store_true", help="with --json: each row's outputs, as /predict"
+    )
     return p
 
 
@@ -177,207 +188,6 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise UsageError(f"{args.config or 'options'}: {where}: {first['msg']}") from None
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise (or with --quiet) one plain line per epoch."""
-
-    def __init__(self, epochs: int, plain: bool) -> None:
-        self.bar = None
-        if not plain:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-
-    def __call__(self, record: dict) -> None:
-        fields = {"loss": f"{record['train_loss']:.4f}"}
-        if record.get("val_loss") is not None:
-            fields["val_loss"] = f"{record['val_loss']:.4f}"
-        if record.get("val_accuracy") is not None:
-            fields["val_acc"] = f"{record['val_accuracy'] * 100:.2f}%"
-        if self.bar is not None:
-            self.bar.set_postfix(fields, refresh=False)
-            self.bar.update(1)
-        else:
-            print(
-                f"epoch {record['epoch']} " + " ".join(f"{k} {v}" for k, v in fields.items()),
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def plot_png(history: list[dict]) -> bytes | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [r["train_loss"] for r in history], label="train")
-    if history[0].get("val_loss") is not None:
-        ax1.plot(epochs, [r["val_loss"] for r in history], label="validation")
-    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax1.legend()
-    if history[0].get("train_accuracy") is not None:
-        ax2.plot(epochs, [r["train_accuracy"] for r in history], label="train")
-        if history[0].get("val_accuracy") is not None:
-            ax2.plot(epochs, [r["val_accuracy"] for r in history], label="validation")
-        ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-        ax2.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    ds = load(cfg.data, cfg.format, cfg.label_column)
-    store = ModelStore(cfg.models_dir)
-    base: Model | None = None
-    if cfg.init_from:
-        base_name, base_version = cfg.init_from.split(":")
-        base, _ = store.load(base_name, int(base_version))
-        if base.n_features != ds.x.shape[1]:
-            raise DataError(
-                cfg.data or "-",
-                f"{ds.x.shape[1]} features, but {cfg.init_from} takes {base.n_features}",
-            )
-        if base.labels != ds.classes:
-            raise DataError(
-                cfg.data or "-", f"classes {ds.classes} differ from {cfg.init_from}'s {base.labels}"
-            )
-    train_idx, val_idx, test_idx = stratified_split(
-        ds, cfg.val_fraction, cfg.test_fraction, cfg.seed
-    )
-    if len(train_idx) == 0:
-        raise DataError(cfg.data or "-", "no examples left for training after the split")
-    opt = SGD(cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.clip_norm)
-    if base is not None:
-        model = base.copy()
-        model.optimizer = opt
-    else:
-        loss = cfg.loss or ("cross_entropy" if ds.is_classification else "quadratic")
-        output = None if ds.is_classification else "identity"
-        n_out = len(ds.classes) if ds.classes else ds.y.shape[1]
-        net = Network(
-            [ds.x.shape[1], *cfg.hidden, n_out],
-            cfg.activation,
-            output,
-            loss,
-            init=cfg.init,
-            dtype=cfg.dtype,
-            seed=cfg.seed,
-        )
-        model = Model(net, Standardizer.fit(ds.x[train_idx]), ds.classes, ds.feature_names, opt)
-    net = model.network
-
-    def part(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sub = ds.subset(idx)
-        return model.prepare(sub.x), sub.target_matrix(net.dtype)
-
-    validation = part(val_idx) if len(val_idx) else None
-    progress = Progress(cfg.epochs, plain=cfg.quiet or not sys.stderr.isatty())
-    try:
-        history, state = fit(
-            net,
-            opt,
-            *part(train_idx),
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            state=model.optimizer_state if base is not None else None,
-            validation=validation,
-            schedule=Schedule(cfg.schedule, cfg.step_size, cfg.gamma, cfg.decay),
-            patience=cfg.patience,
-            seed=cfg.seed,
-            callback=progress,
-        )
-    finally:
-        progress.close()
-    model.optimizer_state = state
-    test_part = (
-        ds.subset(test_idx) if len(test_idx) else ds.subset(val_idx if len(val_idx) else train_idx)
-    )
-    scores = score(model, test_part)
-    # The figures of the weights being published: the best epoch's when early stopping
-    # restored them (fit does that whenever patience is set), else the last epoch's.
-    restored = cfg.patience is not None and history.best_epoch
-    final = history.epochs[history.best_epoch - 1] if restored else history.epochs[-1]
-    metrics = {
-        "train_loss": final["train_loss"],
-        "train_accuracy": final["train_accuracy"],
-        "val_loss": final.get("val_loss"),
-        "val_accuracy": final.get("val_accuracy"),
-        "test_loss": scores["loss"],
-        "test_accuracy": scores.get("accuracy"),
-        "epochs_run": len(history.epochs),
-        "best_epoch": history.best_epoch,
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
-        "n_test": len(test_idx),
-    }
-    result: dict[str, Any] = {
-        "name": cfg.name,
-        "version": None,
-        "path": None,
-        "metrics": metrics,
-        "scores": scores,
-    }
-    png = plot_png(history.epochs)
-    if png is None:
-        result["note"] = (
-            "matplotlib not installed: no training-curve PNG (pip install 'bpserve[plot]')"
-        )
-    if not cfg.dry_run:
-        training = cfg.model_dump(exclude={"dry_run", "quiet", "json_output", "models_dir"})
-        parent = (
-            int(cfg.init_from.split(":")[1])
-            if cfg.init_from and cfg.init_from.startswith(cfg.name + ":")
-            else None
-        )
-        version = store.save(
-            cfg.name,
-            model,
-            parent_version=parent,
-            training=training,
-            data_fingerprint=ds.fingerprint,
-            metrics=metrics,
-            extra_files={"curves.png": png} if png else None,
-        )
-        result["version"] = version
-        result["path"] = str(store.version_dir(cfg.name, version))
-    return result
-
-
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    store = ModelStore(args.models_dir)
-    model, manifest = store.load(args.name, args.version)
-    ds = load(args.data, args.format, args.label_column)
-    if ds.x.shape[1] != model.n_features:
-        raise DataError(
-            args.data or "-", f"{ds.x.shape[1]} features, but the model takes {model.n_features}"
-        )
-    if ds.classes is not None and ds.classes != model.labels:
-        # Map the file's class names onto the model's; unknown ones are bad data.
-        index = {c: i for i, c in enumerate(model.labels or [])}
-        missing = [c for c in ds.classes if c not in index]
-        if missing:
-            raise DataError(args.data or "-", f"labels {missing} are not classes of the model")
-        ds = Dataset(
-            ds.x,
-            np.array([index[ds.classes[i]] for i in ds.y]),
-            list(model.labels or []),
-            ds.feature_names,
-            ds.fingerprint,
-        )
-    return {"name": args.name, "version": manifest.version, "scores": score(model, ds)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Data readers, the stratified split and standardisation.
+"""Data readers and the stratified split (the CSV reader is training/tables.py).
 
 Readers return a ``Dataset`` of float64 features and targets.  Classification targets
 are kept as class indices plus class names, so the split can stratify and the manifest
@@ -8,16 +8,18 @@ network trains on.  Every problem in a file is a ``DataError`` naming the file a
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from training.preprocessing import Standardizer  # re-exported: format-1 manifests
+
 Array = np.ndarray
 FORMATS = ("csv", "npz", "code-recognizer", "digits")
+__all__ = ["FORMATS", "DataError", "Dataset", "Standardizer", "load", "stratified_split"]
 
 
 class DataError(ValueError):
@@ -36,6 +38,9 @@ class Dataset:
     classes: list[str] | None  # class names; None for regression
     feature_names: list[str] | None = None
     fingerprint: str = ""  # sha256 of the source file(s)
+    # Text columns' cells (column index -> object array, None for a hole); their
+    # columns in ``x`` are NaN.  Features in ``x`` may be NaN (holes) unless strict.
+    text: dict[int, Array] = field(default_factory=dict)
 
     @property
     def is_classification(self) -> bool:
@@ -47,7 +52,10 @@ class Dataset:
         return np.eye(len(self.classes), dtype=dtype)[self.y]
 
     def subset(self, idx: Array) -> Dataset:
-        return Dataset(self.x[idx], self.y[idx], self.classes, self.feature_names, self.fingerprint)
+        text = {j: v[idx] for j, v in self.text.items()}
+        return Dataset(
+            self.x[idx], self.y[idx], self.classes, self.feature_names, self.fingerprint, text
+        )
 
 
 def sha256_file(path: str | Path) -> str:
@@ -64,9 +72,17 @@ def infer_format(path: str | Path) -> str | None:
 
 
 def load(
-    path: str | Path | None, fmt: str | None = None, label_column: str | None = None
+    path: str | Path | None,
+    fmt: str | None = None,
+    label_column: str | None = None,
+    missing: str = "impute",
 ) -> Dataset:
-    """Read a data set in one of FORMATS (inferred from the extension when not given)."""
+    """Read a data set in one of FORMATS (inferred from the extension when not given).
+
+    ``missing="error"`` refuses holes and text cells (the strict format-1 behaviour).
+    """
+    from training.tables import read_csv  # it builds on this module
+
     fmt = fmt or (infer_format(path) if path else None)
     if fmt == "digits":
         return load_digits()
@@ -80,7 +96,7 @@ def load(
     if not path.is_file():
         raise DataError(path, "file not found")
     reader = {
-        "csv": lambda: read_csv(path, label_column),
+        "csv": lambda: read_csv(path, label_column, missing),
         "npz": lambda: read_npz(path),
         "code-recognizer": lambda: read_code_recognizer(path),
     }[fmt]
@@ -89,19 +105,24 @@ def load(
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     ds.fingerprint = sha256_file(path)
-    _check_dataset(ds, path)
+    _check_dataset(ds, path, allow_holes=missing != "error")
     return ds
 
 
-def _check_dataset(ds: Dataset, path: str | Path) -> None:
+def _check_dataset(ds: Dataset, path: str | Path, allow_holes: bool = False) -> None:
     if ds.x.shape[0] == 0:
         raise DataError(path, "no examples in the file")
-    if not np.isfinite(ds.x).all():
-        row = int(np.argwhere(~np.isfinite(ds.x))[0][0])
+    bad = np.isinf(ds.x) if allow_holes else ~np.isfinite(ds.x)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
         raise DataError(path, f"NaN or Inf in the features of example {row + 1}")
     if ds.classes is None and not np.isfinite(ds.y).all():
         row = int(np.argwhere(~np.isfinite(ds.y))[0][0])
         raise DataError(path, f"NaN or Inf in the targets of example {row + 1}")
+
+
+def check_learnable(ds: Dataset, path: str | Path) -> None:
+    """Training needs two classes at least (scoring a stored model does not)."""
     if ds.classes is not None and len(np.unique(ds.y)) < 2:
         raise DataError(path, f"only one class ({ds.classes[int(ds.y[0])]!r}): nothing to learn")
 
@@ -154,58 +175,7 @@ def _from_target_matrix(x: Array, targets: Array, path: str | Path) -> Dataset:
     return Dataset(x, targets.astype(np.float64), None)
 
 
-def read_csv(path: str | Path, label_column: str | None = None) -> Dataset:
-    """A header row, numeric feature columns and one label column (default: the last).
-
-    Labels that are all numbers but not all integers are regression targets; anything
-    else (integers or strings) names a class.
-    """
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise DataError(path, "empty file")
-    header = [h.strip() for h in rows[0]]
-    label_at = len(header) - 1
-    if label_column is not None:
-        if label_column not in header:
-            raise DataError(path, f"no column named {label_column!r} in the header {header}", 1)
-        label_at = header.index(label_column)
-    if len(header) < 2:
-        raise DataError(path, "need at least one feature column and a label column", 1)
-    xs, labels = [], []
-    for lineno, row in enumerate(rows[1:], 2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(
-                path, f"ragged row: {len(row)} fields, header has {len(header)}", lineno
-            )
-        label = row[label_at].strip()
-        if not label:
-            raise DataError(path, f"missing label in column {header[label_at]!r}", lineno)
-        feats = row[:label_at] + row[label_at + 1 :]
-        try:
-            xs.append([float(v) for v in feats])
-        except ValueError:
-            bad = next(
-                (n, v)
-                for n, v in zip(header[:label_at] + header[label_at + 1 :], feats)
-                if not _is_float(v)
-            )
-            raise DataError(
-                path, f"non-numeric value {bad[1]!r} in column {bad[0]!r}", lineno
-            ) from None
-        labels.append(label)
-    if not xs:
-        raise DataError(path, "no examples in the file")
-    names = header[:label_at] + header[label_at + 1 :]
-    x = np.array(xs)
-    if all(_is_float(v) for v in labels) and not all(_is_int(v) for v in labels):
-        return Dataset(x, np.array([[float(v)] for v in labels]), None, names)
-    return Dataset(x, *_encode_labels(labels), names)
-
-
-def _is_float(v: str) -> bool:
+def is_float(v: str) -> bool:
     try:
         float(v)
     except ValueError:
@@ -213,7 +183,7 @@ def _is_float(v: str) -> bool:
     return True
 
 
-def _is_int(v: str) -> bool:
+def is_int(v: str) -> bool:
     try:
         int(v)
     except ValueError:
@@ -221,9 +191,9 @@ def _is_int(v: str) -> bool:
     return True
 
 
-def _encode_labels(labels: list[str] | Array) -> tuple[Array, list[str]]:
+def encode_labels(labels: list[str] | Array) -> tuple[Array, list[str]]:
     labels = [str(v) for v in labels]
-    if all(_is_int(v) for v in labels):  # sort "10" after "9"
+    if all(is_int(v) for v in labels):  # sort "10" after "9"
         classes = sorted(set(labels), key=int)
     else:
         classes = sorted(set(labels))
@@ -251,7 +221,7 @@ def read_npz(path: str | Path) -> Dataset:
         return _from_target_matrix(x, y.astype(np.float64), path)
     if y.dtype.kind == "f" and not np.all(y == np.round(y)):
         return Dataset(x, y.astype(np.float64)[:, None], None)
-    return Dataset(x, *_encode_labels(y.tolist() if y.dtype.kind in "OUS" else y.astype(np.int64)))
+    return Dataset(x, *encode_labels(y.tolist() if y.dtype.kind in "OUS" else y.astype(np.int64)))
 
 
 def load_digits() -> Dataset:
@@ -293,24 +263,3 @@ def stratified_split(
         parts[1].append(g[n_test : n_test + n_val])
         parts[0].append(g[n_test + n_val :])
     return tuple(rng.permutation(np.concatenate(p)).astype(np.int64) for p in parts)  # type: ignore[return-value]
-
-
-@dataclass
-class Standardizer:
-    """Per-feature (x - mean) / scale, fitted on training rows only; stored in the manifest."""
-
-    mean: Array
-    scale: Array
-
-    @classmethod
-    def fit(cls, x: Array) -> Standardizer:
-        std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std > 1e-12, std, 1.0))
-
-    @classmethod
-    def identity(cls, n: int) -> Standardizer:
-        return cls(np.zeros(n), np.ones(n))
-
-    def apply(self, x: Array, dtype: np.dtype | str | None = None) -> Array:
-        out = (x - self.mean) / self.scale
-        return out.astype(dtype, copy=False) if dtype is not None else out

@@ -9,16 +9,20 @@ import numpy as np
 
 from training.data import Dataset
 from training.model import Model
+from training.pipeline import regression_scores, rows_of
 
 
 def score(model: Model, ds: Dataset) -> dict[str, Any]:
+    """Scores on ``ds`` (raw cells, preprocessed by the model as the service does); the
+    loss is the training loss (scaled targets), R^2, MAE and RMSE are in the targets' units."""
     net = model.network
-    x = model.prepare(ds.x)
+    x = model.prepare(rows_of(model, ds))
     y = ds.target_matrix(net.dtype)
     cache = net._forward(x)
-    out: dict[str, Any] = {"loss": net.loss.value(cache.output, cache.zs[-1], y), "n": len(ds.x)}
+    loss = net.loss.value(cache.output, cache.zs[-1], model.scale_targets(y))
+    out: dict[str, Any] = {"loss": loss, "n": len(ds.x)}
     if ds.classes is None:
-        out["rmse"] = float(np.sqrt(((cache.output - y) ** 2).mean()))
+        out.update(regression_scores(model.to_units(cache.output.copy()), y))
         return out
     k = len(ds.classes)
     pred = cache.output.argmax(axis=1)
@@ -40,7 +44,7 @@ def score(model: Model, ds: Dataset) -> dict[str, Any]:
 def format_report(scores: dict[str, Any]) -> str:
     lines = [f"loss {scores['loss']:.4f}"]
     if "accuracy" not in scores:
-        lines.append(f"rmse {scores['rmse']:.4f}")
+        lines.append(f"r2 {scores['r2']:.4f}  mae {scores['mae']:.4g}  rmse {scores['rmse']:.4g}")
         return "\n".join(lines)
     lines.append(f"accuracy {scores['accuracy'] * 100:.2f} % of {scores['n']}")
     lines.append(f"{'class':>10} {'precision':>9} {'recall':>7} {'support':>7}")

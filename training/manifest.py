@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FORMAT_VERSION = 1
+# 2: column preprocessing (training/preprocessing.py) and regression target scaling;
+# format 1 (mean and scale per feature) still loads and serves as before.
+FORMAT_VERSION = 2
+READS = (1, 2)
 
 
 class _Strict(BaseModel):
@@ -30,8 +33,13 @@ class Inputs(_Strict):
 
 
 class Preprocessing(_Strict):
-    mean: list[float]
-    scale: list[float]
+    """Format 1: ``mean`` and ``scale``; format 2 holds ``clip`` and ``columns`` instead
+    (training/preprocessing.py reads and checks them)."""
+
+    mean: list[float] | None = None
+    scale: list[float] | None = None
+    clip: float | None = None
+    columns: list[dict[str, Any]] | None = None
 
 
 class OptimizerConfig(_Strict):
@@ -43,7 +51,7 @@ class OptimizerConfig(_Strict):
 
 
 class Manifest(_Strict):
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     name: str
     version: int = Field(ge=1)
     parent_version: int | None = None
@@ -54,6 +62,7 @@ class Manifest(_Strict):
     inputs: Inputs
     labels: list[str] | None = None
     preprocessing: Preprocessing
+    targets: dict[str, list[float]] | None = None  # regression: offset and scale per output
     optimizer: OptimizerConfig
     training: dict[str, Any] = {}
     data_fingerprint: str | None = None

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.data import Standardizer
 from training.network import Network
 from training.optimizers import SGD
+from training.preprocessing import Preprocessor, Standardizer, TargetScaler
 
 FEW_ROWS = 64  # predict_labels picks up to this many rows in Python
 
@@ -23,38 +23,74 @@ Array = np.ndarray
 
 @dataclass
 class Model:
+    """Rows go in *column space* (one value per input column; training/preprocessing.py),
+    outputs come out in the targets' own units."""
+
     network: Network
-    standardizer: Standardizer
+    preprocessing: Standardizer | Preprocessor
     labels: list[str] | None = None  # class names, for classifiers
     feature_names: list[str] | None = None
     optimizer: SGD = field(default_factory=SGD)
     optimizer_state: dict[str, Array] | None = None
+    targets: TargetScaler | None = None  # regression: how targets were scaled for training
 
     def __post_init__(self) -> None:
         n = self.network.n_inputs
-        if self.standardizer.mean.shape != (n,) or self.standardizer.scale.shape != (n,):
-            raise ValueError(f"preprocessing must have {n} means and scales")
+        pre = self.preprocessing
+        if isinstance(pre, Standardizer):
+            if pre.mean.shape != (n,) or pre.scale.shape != (n,):
+                raise ValueError(f"preprocessing must have {n} means and scales")
+        elif pre.width != n:
+            raise ValueError(f"preprocessing makes {pre.width} inputs, the network takes {n}")
+        if self.targets is not None and self.targets.offset.shape != (self.network.n_outputs,):
+            raise ValueError(f"target scaling must have {self.network.n_outputs} offsets")
         if self.labels is not None and len(self.labels) != self.network.n_outputs:
             raise ValueError(
                 f"{self.network.n_outputs} outputs need as many labels, got {len(self.labels)}"
             )
         if self.optimizer_state is None:
             self.optimizer_state = self.optimizer.init_state(self.network.params)
-        # Preprocessing in the network's dtype, so predict does not upcast every batch.
-        dt = self.network.dtype
-        self._mean = self.standardizer.mean.astype(dt)
-        self._inv_scale = (1.0 / self.standardizer.scale).astype(dt)
+        if isinstance(pre, Standardizer):
+            # Format 1, in the network's dtype, so predict does not upcast every batch.
+            dt = self.network.dtype
+            self._mean = pre.mean.astype(dt)
+            self._inv_scale = (1.0 / pre.scale).astype(dt)
+            self.transform = self.standardize
+
+    @property
+    def standardizer(self) -> Standardizer | Preprocessor:
+        return self.preprocessing
 
     @property
     def n_features(self) -> int:
-        return self.network.n_inputs
+        """Values per row a client sends: one per input column."""
+        return self.preprocessing.n_columns
+
+    def check_rows(self, x: object) -> Array:
+        """Column-space rows as a checked matrix of the network's dtype (NaN = a hole,
+        allowed where the preprocessing can fill it)."""
+        dt = self.network.dtype
+        arr = np.asarray(x, dtype=dt)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != self.n_features:
+            raise ValueError(f"inputs must be (batch x {self.n_features}), got {arr.shape}")
+        bad = np.isinf(arr) if self.preprocessing.allows_missing else ~np.isfinite(arr)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"inputs contain NaN or Inf (first at row {r}, column {c})")
+        return arr
 
     def prepare(self, x: Array) -> Array:
-        """Checked, standardised inputs in the network's dtype."""
-        return self.standardize(self.network.check_inputs(x))
+        """Checked, preprocessed network inputs in the network's dtype."""
+        return self.transform(self.check_rows(x))
+
+    def transform(self, x: Array) -> Array:
+        """Network inputs for checked column-space rows (the fitted preprocessing)."""
+        return self.preprocessing.transform(x)  # type: ignore[union-attr]
 
     def standardize(self, x: Array) -> Array:
-        """Standardised rows; ``x`` must already be a checked matrix of the network's dtype.
+        """Format 1: standardised rows; ``x`` must be a checked matrix of the network's dtype.
 
         One new array, scaled in place: ``(x - mean) * scale`` would make two.
         """
@@ -63,13 +99,21 @@ class Model:
         return out
 
     def predict(self, x: Array) -> Array:
-        """Output activations for raw (unstandardised) feature rows."""
-        return self.network.output(self.prepare(x))
+        """Outputs (in the targets' units) for raw column-space rows."""
+        return self.to_units(self.network.output(self.prepare(x)))
 
     def output(self, x: Array) -> Array:
         """``predict`` for rows the caller has already checked (the service, as it parses:
         one check per request, not three)."""
-        return self.network.output(self.standardize(x))
+        return self.to_units(self.network.output(self.transform(x)))
+
+    def to_units(self, out: Array) -> Array:
+        """Network outputs in the targets' own units (regression); unchanged otherwise."""
+        return self.targets.back(out) if self.targets is not None else out
+
+    def scale_targets(self, y: Array) -> Array:
+        """Target rows in the targets' own units to what the network trains on."""
+        return self.targets.forward(y) if self.targets is not None else y
 
     def predict_labels(
         self, outputs: Array, values: list[list[float]] | None = None
@@ -107,9 +151,10 @@ class Model:
         """A model whose parameters and optimizer state can change without touching this one."""
         return Model(
             self.network.copy(),
-            self.standardizer,
+            self.preprocessing,
             self.labels,
             self.feature_names,
             self.optimizer,
             {k: v.copy() for k, v in (self.optimizer_state or {}).items()},
+            self.targets,
         )

@@ -32,15 +32,17 @@ def apply_step(
 ) -> StepResult:
     """A new model one SGD step on from ``model`` (which is not changed).
 
-    ``x`` holds raw feature rows and ``y`` target rows, both already checked and in the
-    network's dtype.
+    ``x`` holds column-space rows (``Model.check_rows``; the preprocessing runs here) and
+    ``y`` target rows as the network trains on them (``Model.scale_targets`` applied),
+    both in the network's dtype: the journal records exactly these, so a replay repeats
+    the step bit for bit.
     """
     base = model.optimizer
     opt = SGD(learning_rate, momentum, base.nesterov, base.weight_decay, base.clip_norm)
     new = model.copy()
     net = new.network
     with np.errstate(all="ignore"):
-        xs = new.standardize(x)
+        xs = new.transform(x)
         cache = net._forward(xs)
         loss_before = net.loss.value(cache.output, cache.zs[-1], y)
         grads = net._backward(cache, y, np.empty_like(net.params))

@@ -37,7 +37,6 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
 from training import durable_io as dio
-from training.data import Standardizer
 from training.errors import (
     CorruptVersion,
     InvalidName,
@@ -48,6 +47,7 @@ from training.errors import (
 )
 from training.manifest import (
     FORMAT_VERSION,
+    READS,
     Architecture,
     Inputs,
     Manifest,
@@ -57,6 +57,7 @@ from training.manifest import (
 from training.model import Model
 from training.network import Network
 from training.optimizers import SGD
+from training.preprocessing import prep_from_manifest, prep_to_manifest
 
 WEIGHTS, OPTIMIZER, MANIFEST, PINS = (
     "weights.safetensors",
@@ -218,11 +219,10 @@ class ModelStore:
                     sizes=net.sizes, activations=net.activation_names, loss=net.loss.name
                 ),
                 "dtype": str(net.dtype),
-                "inputs": Inputs(n_features=net.n_inputs, feature_names=model.feature_names),
+                "inputs": Inputs(n_features=model.n_features, feature_names=model.feature_names),
                 "labels": model.labels,
-                "preprocessing": Preprocessing(
-                    mean=model.standardizer.mean.tolist(), scale=model.standardizer.scale.tolist()
-                ),
+                "preprocessing": Preprocessing(**prep_to_manifest(model.preprocessing)),
+                "targets": model.targets.to_manifest() if model.targets is not None else None,
                 "optimizer": OptimizerConfig(
                     learning_rate=o.learning_rate,
                     momentum=o.momentum,
@@ -296,11 +296,11 @@ class ModelStore:
             raise CorruptVersion(mpath, f"bad JSON ({exc})") from None
         if not isinstance(raw, dict):
             raise CorruptVersion(mpath, "bad JSON (not an object)")
-        if raw.get("format_version") != FORMAT_VERSION:
+        if raw.get("format_version") not in READS:
             raise CorruptVersion(
                 mpath,
                 f"unknown format version {raw.get('format_version')!r}; "
-                f"this bpserve reads {FORMAT_VERSION}",
+                f"this bpserve reads {' and '.join(map(str, READS))}",
             )
         try:
             manifest = Manifest.model_validate(raw)
@@ -373,22 +373,22 @@ class ModelStore:
             raise CorruptVersion(
                 vdir / OPTIMIZER, "optimizer state does not match the architecture"
             )
-        pre = manifest.preprocessing
-        n = arch.sizes[0]
-        if len(pre.mean) != n or len(pre.scale) != n or manifest.inputs.n_features != n:
-            raise CorruptVersion(
-                vdir / MANIFEST, f"preprocessing or inputs do not match {n} features"
-            )
         try:
+            pre, targets = prep_from_manifest(
+                manifest.preprocessing.model_dump(exclude_none=True), manifest.targets
+            )
+            if manifest.inputs.n_features != pre.n_columns:
+                raise ValueError(f"inputs do not match the {pre.n_columns} preprocessed columns")
             model = Model(
                 net,
-                Standardizer(np.array(pre.mean), np.array(pre.scale)),
+                pre,
                 manifest.labels,
                 manifest.inputs.feature_names,
                 SGD(**manifest.optimizer.model_dump()),
                 {"velocity": velocity.copy(), "step": np.asarray(step[0], dtype=np.int64).copy()},
+                targets,
             )
-        except ValueError as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise CorruptVersion(vdir / MANIFEST, str(exc)) from None
         return model, manifest
 

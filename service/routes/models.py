@@ -46,6 +46,7 @@ def describe(name: str):
             "parent_version": m.parent_version,
             "created_at": m.created_at.isoformat(),
             "inputs": m.inputs.model_dump(),
+            "columns": served.model.preprocessing.columns(m.inputs.feature_names),
             "labels": m.labels,
             "architecture": m.architecture.model_dump(),
             "dtype": m.dtype,

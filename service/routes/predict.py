@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 
 from service import auth, fastjson, metrics
+from service.cells import column_space, model_rows
 from service.routes.common import body_of, state
 from service.schemas import PredictRequest, parse, to_matrix
 from training.model import FEW_ROWS
@@ -34,7 +35,9 @@ def predict(name: str | None = None, version: int | None = None):
     x = fast.matrix(model.n_features, max_rows, dtype) if fast else None
     if x is None:
         req = req or parse(PredictRequest, body)
-        x = to_matrix(req.inputs, "inputs", model.n_features, max_rows, dtype)
+        x = model_rows(req.inputs, "inputs", model, max_rows, to_matrix)
+    else:
+        x = column_space(model, x)
     outputs = model.output(x)
     g.rows = len(x)
     metrics.predicted(name, version, len(x))

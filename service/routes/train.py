@@ -4,9 +4,11 @@ import numpy as np
 from flask import Blueprint, g, jsonify, request
 
 from service import auth, idempotency
+from service.cells import model_rows
 from service.errors import ApiError
 from service.routes.common import body_of, state
 from service.schemas import TrainStepRequest, TrainStepResponse, parse, to_matrix
+from training.model import Model
 
 bp = Blueprint("train", __name__)
 DISABLED = "online training disabled: set BPSERVE_TRAIN_TOKEN (or BPSERVE_TRAIN_TOKEN_FILE)"
@@ -26,8 +28,10 @@ def train_step(name: str | None = None):
     served = st.registry.get(name)
     model = served.model
     g.model = name
-    x = to_matrix(req.inputs, "inputs", model.n_features, st.settings.max_rows, model.network.dtype)
+    x = model_rows(req.inputs, "inputs", model, st.settings.max_rows, to_matrix)
     targets = req.targets
+    if model.labels is None and all(type(t) in (int, float) for t in targets):
+        targets = [[float(t)] for t in targets]  # one number per row: a 1-output regression
     if targets and isinstance(targets[0], list):
         y = to_matrix(
             targets, "targets", model.network.n_outputs, st.settings.max_rows, model.network.dtype
@@ -42,14 +46,25 @@ def train_step(name: str | None = None):
     if len(y) != len(x):
         raise ApiError(422, "row_mismatch", f"{len(x)} input rows but {len(y)} targets")
     g.rows = len(x)
-    return jsonify(step(name, x, y, req.learning_rate, req.momentum))
+    return jsonify(step(name, model, x, y, req.learning_rate, req.momentum))
 
 
 def step(
-    name: str, x: np.ndarray, y: np.ndarray, learning_rate: float | None, momentum: float | None
+    name: str,
+    model: Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    learning_rate: float | None,
+    momentum: float | None,
 ) -> dict:
     """One online step through the registry, answered the same way by both train APIs
-    (with an Idempotency-Key already applied: the answer it had)."""
+    (with an Idempotency-Key already applied: the answer it had).
+
+    ``y`` is in the targets' own units; it is scaled here, before ``apply_step``, so the
+    journal records what the step trained on and a replay repeats it bit for bit.  The
+    losses answered are the training loss, on the scaled targets.
+    """
+    y = model.scale_targets(y)
     key = idempotency.key_of(request)
     result = state().registry.train_step(name, x, y, learning_rate, momentum, key)
     g.version = result["version"]

@@ -22,6 +22,7 @@ from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
 from service import auth, errors, metrics
+from service.cells import column_space
 from service.errors import ApiError
 from service.routes.common import state
 from service.routes.train import DISABLED, step
@@ -143,9 +144,14 @@ def infer(name: str, version: str | None = None):
                 400, "unknown_input", f"unknown input {t.name!r}; this model takes 'input'"
             )
     x = tensor_array(
-        find(req, "input"), binary, model.n_features, model.network.dtype, st.settings.max_rows
+        find(req, "input"),
+        binary,
+        model.n_features,
+        model.network.dtype,
+        st.settings.max_rows,
+        holes=model.preprocessing.allows_missing,
     )
-    outputs = model.output(x)
+    outputs = model.output(column_space(model, x))
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
@@ -190,7 +196,10 @@ def train(name: str):
     model = served.model
     binary = Binary(raw)
     net = model.network
-    x = tensor_array(find(req, "input"), binary, model.n_features, net.dtype, st.settings.max_rows)
+    holes = model.preprocessing.allows_missing
+    x = tensor_array(
+        find(req, "input"), binary, model.n_features, net.dtype, st.settings.max_rows, holes
+    )
     target = find(req, "target")
     if target.datatype == "BYTES":
         if target.parameters.get("binary_data_size") is not None:
@@ -214,4 +223,6 @@ def train(name: str):
         raise ApiError(
             400, "bad_parameter", f"parameter {first['loc'][0]}: {first['msg']}"
         ) from None
-    return _json(step(name, x, y, params.learning_rate, params.momentum))
+    return _json(
+        step(name, model, column_space(model, x), y, params.learning_rate, params.momentum)
+    )
