@@ -9,15 +9,28 @@ trained there for a few epochs on scikit-learn's digits, in two settings: its de
 ``parallel_workers: 0`` (in-process).  bpserve runs with its defaults (2 workers x 4
 threads) on the committed digits model.
 
-Every server takes the same V2 JSON infer bytes (1, 100 and 1,000 rows; no ``outputs``
-asked, so MLServer answers its default output, the labels, and bpserve both its
-probabilities and labels), and bpserve's /predict and V2 binary take the same rows, all
-in the same rounds of wrk -t1 (``serve_bench.rounds_of_wrk``: every case once per round,
-the order reversed every other round).  Each MLServer case is paired with its better
-setting per row count (by median requests/s); every ratio is the median of the rounds'
-ratios against that setting's rps in the same round.  MLServer's REST API has no binary
-tensor extension (its binary path is gRPC, which wrk cannot drive), so the binary case
-is bpserve's alone.
+Two kinds of client, all cases of both in the same rounds (``serve_bench.rounds_of_wrk``:
+every case once per round, the order reversed every other round):
+
+- wrk -t1 -cN: every server takes the same V2 JSON infer bytes (1, 100 and 1,000 rows;
+  no ``outputs`` asked, so MLServer answers its default output, the labels, and bpserve
+  both its probabilities and labels), and bpserve's /predict and V2 binary (over HTTP)
+  take the same rows.
+- bench/grpc_load.py, a closed-loop Python client (N threads, a connection each, like
+  wrk -t1 -cN, run by MLServer's python), for the binary paths: MLServer's REST API has
+  no binary tensor extension, its binary path is gRPC ``ModelInfer``, which wrk cannot
+  drive.  MLServer's gRPC in both settings, with the rows as ``raw_input_contents``
+  (binary; it answers ``raw_output_contents``) and as ``contents.fp32_contents``, and
+  bpserve's V2 binary over HTTP/1.1 driven by the same script.  Before timing, each
+  setting's gRPC labels (both encodings) are checked equal to its REST answer's.
+
+Figures are comparable within a client, not across: a Python client spends more CPU per
+request than wrk, on the same 2 cores as the servers, so its rps are lower for the same
+server.  Each case is paired with MLServer's better case of its own client at that row
+count (wrk: the better setting's V2 JSON; Python: the best of the four gRPC cases), by
+median requests/s; every ratio is the median of the rounds' ratios against that case's
+rps in the same round.  bpserve's V2 binary under both clients shows what the Python
+client itself costs.
 
     .venv/bin/python bench/peer_bench.py                      # 3 rounds of 5 s per case
     .venv/bin/python bench/peer_bench.py --seconds 3 --rounds 3
@@ -45,13 +58,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from serve_bench import rounds_of_wrk, v2_binary_header  # noqa: E402
-from wrk import ensure_wrk, lua_post_bytes  # noqa: E402
+from wrk import ensure_wrk, lua_post_bytes, run_wrk  # noqa: E402
 
 from tests.server import Server, free_port, make_store  # noqa: E402
 
 PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
 VENV = Path(tempfile.gettempdir()) / "bpserve-peer-mlserver-1.7.1"
 ROWS = (1, 100, 1000)
+LOAD = ROOT / "bench" / "grpc_load.py"
+PYTHON_CLIENT = "Python client"
 
 TRAIN = textwrap.dedent(
     """
@@ -92,13 +107,13 @@ def versions(venv: Path) -> dict[str, str]:
     }
 
 
-def mlserver(venv: Path, folder: Path, parallel: int | None) -> tuple[subprocess.Popen, int]:
-    """One MLServer on a free loopback port, serving the joblib model in ``folder``."""
-    port = free_port()
+def mlserver(venv: Path, folder: Path, parallel: int | None) -> tuple[subprocess.Popen, int, int]:
+    """One MLServer on free loopback ports (REST, gRPC), serving the joblib model in ``folder``."""
+    port, grpc_port = free_port(), free_port()
     settings = {
         "host": "127.0.0.1",
         "http_port": port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
         "debug": False,
     }
@@ -130,7 +145,7 @@ def mlserver(venv: Path, folder: Path, parallel: int | None) -> tuple[subprocess
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", "/v2/models/digits/ready")
             if c.getresponse().status == 200:
-                return proc, port
+                return proc, port, grpc_port
         except OSError:
             pass
         time.sleep(0.5)
@@ -145,30 +160,106 @@ def post(port: int, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
     return r.status, r.read()
 
 
+def run_case(wrk: str, url: str, seconds: int, connections: int, script) -> dict:
+    """A case under wrk when its script is a Lua file; under bench/grpc_load.py, run by
+    MLServer's python, when it is that script's arguments (a list)."""
+    if not isinstance(script, list):
+        return run_wrk(wrk, url, seconds, connections, script)
+    cmd = [str(VENV / "bin" / "python"), str(LOAD), *script]
+    cmd += ["--seconds", str(seconds), "--connections", str(connections)]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def grpc_labels(grpc_port: int, rows: Path, contents: str) -> list[int]:
+    """MLServer's gRPC ModelInfer answer for the rows, as labels (bench/grpc_load.py)."""
+    cmd = [str(VENV / "bin" / "python"), str(LOAD), "grpc", "--port", str(grpc_port)]
+    cmd += ["--rows", str(rows), "--contents", contents, "--labels"]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
 def summary(results: list[dict]) -> list[dict]:
-    """Per row count: every case against MLServer's better setting, round by round."""
+    """Per row count and client: every case against MLServer's better case of that
+    client (by median rps), round by round.  A client's cases are compared only with
+    each other: wrk's V2 JSON with wrk's, the Python client's gRPC with its own."""
     out = []
     for n in ROWS:
-        group = [r for r in results if r["rows"] == n]
-        peers = [r for r in group if r["endpoint"].startswith("MLServer")]
-        best = max(peers, key=lambda r: r["rps"])
-        for r in group:
-            ratios = [a / b for a, b in zip(r["rps_each_round"], best["rps_each_round"])]
-            out.append(
-                {
-                    "rows": n,
-                    "case": r["endpoint"],
-                    "rps": r["rps"],
-                    "p50_ms": r["p50_ms"],
-                    "p99_ms": r["p99_ms"],
-                    "vs": best["endpoint"],
-                    "ratio": round(statistics.median(ratios), 2),
-                    "ratio_each_round": [round(x, 2) for x in ratios],
-                    "p99_below_peer": r["p99_ms"] < best["p99_ms"],
-                    "non_2xx": r["non_2xx"],
-                }
-            )
+        for client in dict.fromkeys(r["client"] for r in results):
+            group = [r for r in results if r["rows"] == n and r["client"] == client]
+            peers = [r for r in group if r["endpoint"].startswith("MLServer")]
+            if not peers:
+                continue
+            best = max(peers, key=lambda r: r["rps"])
+            for r in group:
+                ratios = [a / b for a, b in zip(r["rps_each_round"], best["rps_each_round"])]
+                out.append(
+                    {
+                        "rows": n,
+                        "client": client,
+                        "case": r["endpoint"],
+                        "rps": r["rps"],
+                        "p50_ms": r["p50_ms"],
+                        "p99_ms": r["p99_ms"],
+                        "vs": best["endpoint"],
+                        "ratio": round(statistics.median(ratios), 2),
+                        "ratio_each_round": [round(x, 2) for x in ratios],
+                        "p99_below_peer": r["p99_ms"] < best["p99_ms"],
+                        "non_2xx": r["non_2xx"],
+                    }
+                )
     return out
+
+
+def cases_for(x: np.ndarray, peers: dict[str, tuple[int, int]], bp: int, tmp: Path) -> list:
+    """The cases of one row count, each checked once before timing: wrk's (V2 JSON to
+    every server, bpserve's /predict and V2 binary) and the Python client's (MLServer's
+    gRPC in both encodings, bpserve's V2 binary).  ``peers``: label -> (REST, gRPC) port."""
+    n = len(x)
+    v2 = json.dumps(
+        {"inputs": [{"name": "input", "shape": [n, 64], "datatype": "FP32", "data": x.tolist()}]}
+    ).encode()
+    rows = tmp / f"x{n}.npy"
+    np.save(rows, x)
+    jhead = {"Content-Type": "application/json"}
+    cases, grpc = [], []
+    for label, (port, grpc_port) in peers.items():
+        status, reply = post(port, "/v2/models/digits/infer", v2, jhead)
+        assert status == 200, reply[:300]
+        rest = json.loads(reply)["outputs"][0]["data"]
+        url = f"http://127.0.0.1:{port}/v2/models/digits/infer"
+        script = lua_post_bytes(tmp / f"m{port}-{n}.lua", v2, jhead)
+        cases.append((f"MLServer {label}, V2 JSON", url, n, script))
+        url = f"grpc://127.0.0.1:{grpc_port}"  # for the record: grpc_load.py takes the port
+        for contents, name in (("raw", "raw_input_contents"), ("fp32", "FP32 contents")):
+            got = grpc_labels(grpc_port, rows, contents)
+            if got != rest:
+                sys.exit(f"MLServer {label} gRPC {contents} at {n} rows: {got[:10]} != {rest[:10]}")
+            argv = ["grpc", "--port", str(grpc_port), "--rows", str(rows), "--contents", contents]
+            grpc.append((f"MLServer {label}, gRPC {name} ({PYTHON_CLIENT})", url, n, argv))
+    base = f"http://127.0.0.1:{bp}"
+    predict = json.dumps({"inputs": x.tolist()}).encode()
+    head = v2_binary_header(x)
+    binary = head + x.tobytes()
+    bhead = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)),
+    }
+    for label, path, body, hdrs in (
+        ("bpserve, V2 JSON", "/v2/models/digits/infer", v2, jhead),
+        ("bpserve, /predict JSON", "/predict", predict, jhead),
+        ("bpserve, V2 binary", "/v2/models/digits/infer", binary, bhead),
+    ):
+        status, reply = post(bp, path, body, hdrs)
+        assert status == 200, reply[:300]
+        script = lua_post_bytes(tmp / f"b{n}-{len(cases)}.lua", body, hdrs)
+        cases.append((label, base + path, n, script))
+    (tmp / f"binary{n}.body").write_bytes(binary)
+    argv = ["http", "--port", str(bp), "--path", "/v2/models/digits/infer"]
+    argv += ["--body", str(tmp / f"binary{n}.body")]
+    argv += [f"--header={k}={v}" for k, v in bhead.items()]
+    grpc.append(
+        (f"bpserve, V2 binary ({PYTHON_CLIENT})", base + "/v2/models/digits/infer", n, argv)
+    )
+    return cases + grpc
 
 
 def main() -> None:
@@ -193,55 +284,24 @@ def main() -> None:
         print(json.dumps({"mlserver": versions(venv), "sklearn_mlp": trained}), flush=True)
         bp = Server(make_store(tmp / "models"), log_requests="false").start()
         try:
-            ports = {}
+            peers = {}
             for label, parallel in (("pool (default)", None), ("in-process", 0)):
                 folder = tmp / f"mlserver-{parallel}"
                 folder.mkdir()
                 (folder / "model.joblib").symlink_to(model_file)
-                proc, ports[label] = mlserver(venv, folder, parallel)
+                proc, port, grpc_port = mlserver(venv, folder, parallel)
                 procs.append(proc)
+                peers[label] = (port, grpc_port)
             cases = []
             for n in ROWS:
                 x = rng.uniform(0, 16, size=(n, 64)).round(2).astype(np.float32)
-                v2 = json.dumps(
-                    {
-                        "inputs": [
-                            {
-                                "name": "input",
-                                "shape": [n, 64],
-                                "datatype": "FP32",
-                                "data": x.tolist(),
-                            }
-                        ]
-                    }
-                ).encode()
-                jhead = {"Content-Type": "application/json"}
-                for label, port in ports.items():
-                    status, reply = post(port, "/v2/models/digits/infer", v2, jhead)
-                    assert status == 200, reply[:300]
-                    url = f"http://127.0.0.1:{port}/v2/models/digits/infer"
-                    script = lua_post_bytes(tmp / f"m{port}-{n}.lua", v2, jhead)
-                    cases.append((f"MLServer {label}, V2 JSON", url, n, script))
-                base = f"http://127.0.0.1:{bp.port}"
-                predict = json.dumps({"inputs": x.tolist()}).encode()
-                head = v2_binary_header(x)
-                binary = head + x.tobytes()
-                bhead = {
-                    "Content-Type": "application/octet-stream",
-                    "Inference-Header-Content-Length": str(len(head)),
-                }
-                for label, path, body, hdrs in (
-                    ("bpserve, V2 JSON", "/v2/models/digits/infer", v2, jhead),
-                    ("bpserve, /predict JSON", "/predict", predict, jhead),
-                    ("bpserve, V2 binary", "/v2/models/digits/infer", binary, bhead),
-                ):
-                    status, reply = post(bp.port, path, body, hdrs)
-                    assert status == 200, reply[:300]
-                    script = lua_post_bytes(tmp / f"b{len(cases)}.lua", body, hdrs)
-                    cases.append((label, base + path, n, script))
-            results = rounds_of_wrk(wrk, "", cases, args.seconds, args.connections, args.rounds)
+                cases += cases_for(x, peers, bp.port, tmp)
+            results = rounds_of_wrk(
+                wrk, "", cases, args.seconds, args.connections, args.rounds, run=run_case
+            )
             for r in results:
                 r["connections"] = args.connections
+                r["client"] = PYTHON_CLIENT if PYTHON_CLIENT in r["endpoint"] else "wrk -t1"
                 r.pop("ratio"), r.pop("ratio_each_round")
                 print(json.dumps(r), flush=True)
             for s in summary(results):

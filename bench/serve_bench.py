@@ -39,7 +39,13 @@ TOKEN = "bench-token"
 
 
 def rounds_of_wrk(
-    wrk: str, url: str, cases: list[tuple], seconds: int, connections: int, rounds: int
+    wrk: str,
+    url: str,
+    cases: list[tuple],
+    seconds: int,
+    connections: int,
+    rounds: int,
+    run=run_wrk,
 ) -> list[dict]:
     """Each case under wrk once per round, the order reversed every other round; each
     figure is the median over the rounds, and ``ratio`` the median of each round's rps
@@ -48,6 +54,8 @@ def rounds_of_wrk(
     Why rounds: these machines are shared and their speed drifts within minutes; a case
     measured only after another would carry that drift into their ratio.  A case's path
     is appended to ``url``; with ``url=""`` the paths may be whole URLs of several servers.
+    ``run`` (``run_wrk``'s signature and answer) lets another load generator take cases
+    in the same rounds (bench/peer_bench.py's gRPC cases).
     """
     runs: list[list[dict]] = [[] for _ in cases]
     steal = Steal()
@@ -55,7 +63,7 @@ def rounds_of_wrk(
         order = list(range(len(cases)))
         for i in order if r % 2 == 0 else order[::-1]:
             _label, path, _rows, script = cases[i]
-            runs[i].append(run_wrk(wrk, url + path, seconds, connections, script))
+            runs[i].append(run(wrk, url + path, seconds, connections, script))
     stolen = steal.fraction()
     out = []
     for (label, _path, rows, _script), rs in zip(cases, runs):
