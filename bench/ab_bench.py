@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -54,7 +55,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        before = start_at(args.before.resolve(), ts.make_store(tmp / "before"))
+        # Each side serves its own checkout's committed default model: the model's
+        # format may have changed between the two.
+        (tmp / "before" / "digits").mkdir(parents=True)
+        shutil.copytree(args.before / "models" / "digits" / "1", tmp / "before" / "digits" / "1")
+        before = start_at(args.before.resolve(), tmp / "before")
         after = start_at(ROOT, ts.make_store(tmp / "after"))
         try:
             for s, name in ((before, "before"), (after, "after")):
