@@ -34,6 +34,13 @@ def on_starting(server):
     server.log.info("metrics folder %s", path)
 
 
+def pre_fork(server, worker):
+    # In the master: the worker's slot in the connection ledger (service/worker.py).
+    from service.worker import assign_slot
+
+    assign_slot(server, worker)
+
+
 def post_fork(server, worker):
     # In the worker, after fork: malloc settings must be made by the process that uses them.
     from service.malloc import keep_freed_memory

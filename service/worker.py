@@ -1,30 +1,92 @@
-"""gunicorn's gthread worker, closing each kept-alive connection after a while.
+"""gunicorn's gthread worker, with kept-alive connections spread evenly over the workers.
 
 Why: with two workers, keep-alive connections stay on whichever worker accepted them;
 a client with a few persistent connections (a load balancer's pool, wrk) often had
 them all on one worker and got one worker's speed (BENCHMARKS.md, Serving side by side).
-Closing a connection after ``BPSERVE_KEEPALIVE_REQUESTS`` requests or
-``BPSERVE_KEEPALIVE_SECONDS`` seconds, with ``Connection: close`` on its last reply
-(what nginx's ``keepalive_requests`` and ``keepalive_time`` do), makes the client
-reconnect; the new connection goes to a worker that is free to accept it, so the
-connections keep spreading out.  The request itself is answered in full first.
+Two things keep them spread:
+
+- Closing a connection after ``BPSERVE_KEEPALIVE_REQUESTS`` requests or
+  ``BPSERVE_KEEPALIVE_SECONDS`` seconds, with ``Connection: close`` on its last reply
+  (what nginx's ``keepalive_requests`` and ``keepalive_time`` do), makes the client
+  reconnect.  The request itself is answered in full first.
+- A ledger in memory shared by the workers (one slot each: open connections and when
+  that was last written) lets a worker accept only while it holds no more connections
+  than the least loaded live worker.  Which worker wins an accept is otherwise a race
+  that a busy worker wins as often as an idle one, so reconnects could land on the
+  worker that already had most connections.  The least loaded worker always accepts,
+  so a connection is never left waiting for everyone; a slot not written for
+  ``STALE_S`` (a worker killed, or one that has not started) does not count.
 """
 
 from __future__ import annotations
 
 import time
+from multiprocessing.sharedctypes import RawArray
 
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.settings import Settings
 
+SLOTS = 64  # at most this many workers take part in the ledger; the rest accept freely
+STALE_S = 2.0
+# Made in the master at import, before any fork: every worker shares the same pages.
+_COUNTS = RawArray("l", SLOTS)
+_STAMPS = RawArray("d", SLOTS)
+
+
+def assign_slot(server, worker) -> None:
+    """gunicorn's pre_fork hook (in the master): the lowest slot no live worker holds."""
+    taken = {getattr(w, "bpserve_slot", None) for w in server.WORKERS.values()}
+    free = [i for i in range(SLOTS) if i not in taken]
+    worker.bpserve_slot = free[0] if free else None
+    if free:
+        _STAMPS[free[0]] = 0.0  # whatever a dead worker left there no longer counts
+
 
 class RecyclingThreadWorker(ThreadWorker):
     def __init__(self, *args, **kwargs) -> None:
+        self.bpserve_slot: int | None = None  # the master's pre_fork hook sets it
         super().__init__(*args, **kwargs)
         s = Settings()
         self.keepalive_requests = s.keepalive_requests
         self.keepalive_seconds = s.keepalive_seconds
+
+    @property
+    def worker_connections(self) -> int:
+        """gthread accepts while ``nr_conns < worker_connections`` (asked once a turn of
+        its loop): here that also means no live worker holds fewer connections."""
+        if self.bpserve_slot is None or not self.alive:
+            return self._connection_limit
+        now = time.monotonic()
+        others = [
+            _COUNTS[i]
+            for i in range(SLOTS)
+            if i != self.bpserve_slot and now - _STAMPS[i] < STALE_S
+        ]
+        if others and self.nr_conns > min(others):
+            return self.nr_conns  # not now
+        return self._connection_limit
+
+    @worker_connections.setter
+    def worker_connections(self, limit: int) -> None:
+        self._connection_limit = limit
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # Once a turn of gthread's loop, right after it asked worker_connections: publish
+        # this worker's count, and while not accepting look again soon, since another
+        # worker's count may drop without anything happening here.
+        if self.bpserve_slot is not None:
+            _COUNTS[self.bpserve_slot] = self.nr_conns
+            _STAMPS[self.bpserve_slot] = time.monotonic()
+            timeout = min(timeout, 0.5 if self._accepting else 0.05)
+        super().wait_for_and_dispatch_events(timeout)
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.bpserve_slot is not None:
+                _STAMPS[self.bpserve_slot] = 0.0
 
     def handle_request(self, req, conn):
         served = getattr(conn, "bpserve_served", 0) + 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -62,3 +64,64 @@ def test_a_connection_older_than_keepalive_seconds_is_closed(tmp_path):
             assert status == 200 and (connection or "").lower() == "close"
         finally:
             conn.close()
+
+
+def worker_of(conn: http.client.HTTPConnection) -> int:
+    conn.request("GET", "/models/digits")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    return json.loads(resp.read())["worker"]
+
+
+def open_connections(port: int, n: int) -> tuple[list[http.client.HTTPConnection], list[int]]:
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(n)]
+    return conns, [worker_of(c) for c in conns]
+
+
+def wait_for_workers(port: int, n: int) -> None:
+    """Until n workers have answered (the server is ready when the first one is)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < n:
+        assert time.monotonic() < deadline, f"only workers {seen} answered"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        seen.add(worker_of(conn))
+        conn.close()
+        time.sleep(0.05)
+    time.sleep(0.5)  # every worker has published its count since
+
+
+def test_connections_opened_one_after_another_are_shared_evenly(tmp_path):
+    # Without the ledger the accept is a race: on an idle server one worker often takes
+    # all eight (seen here: 8/0, 6/2, 8/0 in three tries).
+    with Server(make_store(tmp_path / "models"), keepalive_requests=0, workers=2) as srv:
+        wait_for_workers(srv.port, 2)
+        for _ in range(3):
+            conns, workers = open_connections(srv.port, 8)
+            try:
+                counts = sorted(workers.count(w) for w in set(workers))
+                assert counts == [4, 4], workers
+            finally:
+                for c in conns:
+                    c.close()
+            time.sleep(0.5)  # the workers see the closes and publish their counts
+
+
+def test_a_killed_worker_does_not_stop_the_others_accepting(tmp_path):
+    # A worker SIGKILLed with no connection leaves 0 in its slot; the live worker holds
+    # two, so by that slot it should not accept, until the slot goes stale.
+    with Server(make_store(tmp_path / "models"), keepalive_requests=0, workers=2) as srv:
+        wait_for_workers(srv.port, 2)
+        conns, workers = open_connections(srv.port, 2)
+        try:
+            assert len(set(workers)) == 2
+            os.kill(workers[1], signal.SIGKILL)
+            conns[1].close()
+            held, _ = open_connections(srv.port, 1)  # lands on the live worker
+            late, answered = open_connections(srv.port, 3)
+            assert all(isinstance(w, int) for w in answered)  # every one answered
+            for c in held + late:
+                c.close()
+        finally:
+            for c in conns:
+                c.close()
