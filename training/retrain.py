@@ -17,13 +17,13 @@ import numpy as np
 
 from training.console import Progress, plot_png
 from training.data import DataError, Dataset, check_learnable, load, stratified_split
+from training.engine.network import Network
+from training.engine.optimizers import SGD
+from training.engine.trainer import Schedule
 from training.evaluation import score
 from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
 from training.pipeline import guarded_fit, input_width, new_model, rows_of
 from training.store import ModelStore
-from training.trainer import Schedule
 
 if TYPE_CHECKING:
     from training.cli import TrainConfig
