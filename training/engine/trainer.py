@@ -23,6 +23,7 @@ from training.engine.network import Network
 from training.engine.optimizers import SGD
 
 Array = np.ndarray
+SCHEDULES = ("constant", "step", "inverse_time")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Schedule:
     decay: float = 0.01  # inverse_time: lr0 / (1 + decay * epoch)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("constant", "step", "inverse_time"):
+        if self.kind not in SCHEDULES:
             raise ValueError(
                 f"unknown schedule {self.kind!r}; expected constant, step or inverse_time"
             )
