@@ -18,8 +18,8 @@ from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import fastjson
+from service.bodies import read_body
 from service.errors import ApiError, validation_problems
-from service.routes.common import read_body
 
 DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 HEADER = "Inference-Header-Content-Length"

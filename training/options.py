@@ -1,6 +1,7 @@
 """``bptrain``'s options, defined once: pydantic-settings models with a CLI and a TOML source.
 
-Each option is one field of ``TrainConfig`` (or ``EvalConfig``): its type, bounds,
+Each option is one field of ``TrainConfig`` (or ``EvalConfig``, ``ExportConfig``,
+``ImportConfig``): its type, bounds,
 default and help text.  pydantic-settings' ``CliSettingsSource`` makes the flags from
 the fields (``--batch-size`` for ``batch_size``; ``--nesterov`` alone for a boolean
 that defaults to False), ``TomlConfigSettingsSource`` reads ``--config``, and both go
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    CliPositionalArg,
     CliSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -142,6 +144,26 @@ class EvalConfig(_Options):
     outputs: bool = Field(False, description="with --json: each row's outputs, as /predict")
 
 
+class ExportConfig(_Options):
+    model: CliPositionalArg[str] = Field(description="NAME[:VERSION]; default version: the latest")
+    onnx: str = Field(description="the .onnx file to write")
+    models_dir: str = "models"
+    no_preprocessing: bool = Field(
+        False, description="leave the preprocessing out: the graph then takes preprocessed rows"
+    )
+
+
+class ImportConfig(_Options):
+    path: CliPositionalArg[str] = Field(description="the .onnx file")
+    name: str = Field(description="model name in the store")
+    models_dir: str = "models"
+    lr: float | None = Field(None, description="online learning rate (null: 0.05)")
+    momentum: float | None = Field(None, description="online momentum (null: 0.9)")
+    labels: str | None = Field(None, description="class names, comma-separated, in output order")
+    loss: str | None = Field(None, description=", ".join(LOSSES))
+    json_output: bool = Field(False, alias="json", description="print one JSON object")
+
+
 TRAIN_HELP = dict(
     prog="bptrain",
     description="Train a model and publish it to the store.",
@@ -149,6 +171,8 @@ TRAIN_HELP = dict(
     "bptrain export NAME[:VERSION] --onnx PATH; bptrain import PATH --name NAME",
 )
 EVAL_HELP = dict(prog="bptrain evaluate", description="Score a stored version on data.")
+EXPORT_HELP = dict(prog="bptrain export", description="Write a version as ONNX.")
+IMPORT_HELP = dict(prog="bptrain import", description="Publish an ONNX MLP as a new version.")
 
 
 def _flags(cls: type[_Options], argv: list[str], **help: str) -> tuple[dict, argparse.Namespace]:
@@ -196,3 +220,15 @@ def eval_config(argv: list[str]) -> EvalConfig:
     """``bptrain evaluate``'s options."""
     flags, _ = _flags(EvalConfig, argv, **EVAL_HELP)
     return _validated(EvalConfig, flags, "options")
+
+
+def export_config(argv: list[str]) -> ExportConfig:
+    """``bptrain export``'s options."""
+    flags, _ = _flags(ExportConfig, argv, **EXPORT_HELP)
+    return _validated(ExportConfig, flags, "options")
+
+
+def import_config(argv: list[str]) -> ImportConfig:
+    """``bptrain import``'s options."""
+    flags, _ = _flags(ImportConfig, argv, **IMPORT_HELP)
+    return _validated(ImportConfig, flags, "options")
