@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.routes.v2 import InferRequest
+from service.v2_codec import InferRequest
 
 _ROW = [0.0] * 64
 

@@ -19,10 +19,11 @@ from itertools import pairwise
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from training.network import Network
-from training.optimizers import SGD
+from training.engine.network import Network
+from training.engine.optimizers import SGD
 
 Array = np.ndarray
+SCHEDULES = ("constant", "step", "inverse_time")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Schedule:
     decay: float = 0.01  # inverse_time: lr0 / (1 + decay * epoch)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("constant", "step", "inverse_time"):
+        if self.kind not in SCHEDULES:
             raise ValueError(
                 f"unknown schedule {self.kind!r}; expected constant, step or inverse_time"
             )
@@ -55,9 +56,8 @@ def blas_threads(sizes: list[int], batch_size: int, cores: int = 2) -> int:
 
     Two OpenBLAS threads make the products faster, but the element-wise work between
     them slower (the other core holds half of every product's output in its cache), so
-    only products of several million multiply-adds are worth splitting.  Measured on a
-    2-core machine in the real loop: 784x128 at batch 32 is faster on one thread,
-    at batch 128 on two (bench/train_bench.py, BENCHMARKS.md).
+    only products of several million multiply-adds are worth splitting; the shapes it
+    was measured on in the real loop are in BENCHMARKS.md (bench/train_bench.py).
     """
     largest = max(a * b for a, b in pairwise(sizes)) * batch_size
     return cores if largest >= 4_000_000 else 1
@@ -67,10 +67,10 @@ def gathers_ahead(sizes: list[int], batch_size: int, threads: int, cores: int = 
     """Whether a second thread should gather the batches (``train_epoch``'s gather_ahead).
 
     Only when the BLAS leaves a core idle, and only for batches big enough that their
-    copy is worth moving off the training thread: measured on 2 cores with one BLAS
-    thread, 784-128-10 at batch 32 (25,088 values a batch) trains about 10 % faster,
-    784-30-10 at batch 10 (7,840) about 12 % slower, as the rows then arrive from the
-    other core's cache.  With both cores on the BLAS, gathering ahead only competes.
+    copy is worth moving off the training thread; small batches lose, as their rows
+    then arrive from the other core's cache (BENCHMARKS.md, "Gathering the batches on
+    the second core", bench/gather_bench.py).  With both cores on the BLAS, gathering
+    ahead only competes.
     """
     return threads < cores and sizes[0] * batch_size >= 16_384
 
@@ -100,19 +100,19 @@ def train_epoch(
     full = n - n % batch_size
     gather = _gathered_ahead if gather_ahead else _gathered
     for xb, yb in gather(x, y, order[:full], batch_size):
-        cache = net._forward_with_ones(xb)
-        net._backprop(cache, yb, slots)
+        cache = net.forward_ones(xb)
+        net.backprop(cache, yb, slots)
         opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
     if full < n:  # the last, short batch
         idx = order[full:]
-        cache = net._forward(x[idx])
-        net._backprop(cache, y[idx], slots)
+        cache = net.forward_rows(x[idx])
+        net.backprop(cache, y[idx], slots)
         opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
 
 
 def _gather_into(x: Array, y: Array, idx: Array, xb: Array, yb: Array, take: bool) -> None:
     # Rows go straight into a buffer whose last column stays 1 (the network's bias
-    # column, see training/network.py).  On the training thread, fancy indexing then
+    # column, see training/engine/network.py).  On the training thread, fancy indexing then
     # one copy was measured faster than np.take into the strided view; on the second
     # thread np.take was.  mode="clip" skips take's defensive copy (idx is in range).
     if take:
@@ -131,11 +131,11 @@ def _gathered(x: Array, y: Array, order: Array, batch_size: int) -> Iterator[tup
         yield xb, yb
 
 
-# Bytes of rows gathered per hand-over between the threads: about 512 rows of 784
-# float32 features.  Small enough that two chunks stay in the L2 caches, large enough
-# that the hand-over between the threads is paid once per several batches; counted
-# in bytes so that wide rows do not make the buffers large.  Measured on 784-128-10 at
-# batch 32, one BLAS thread: 512 rows gained more than 2,048 or 8,192.
+# Bytes of rows gathered per hand-over between the threads (about 512 rows of 784
+# float32 features): small enough that two chunks stay in the L2 caches, large enough
+# that the hand-over between the threads is paid once per several batches; counted in
+# bytes so that wide rows do not make the buffers large.  The chunk sizes tried are in
+# BENCHMARKS.md ("Gathering the batches on the second core").
 AHEAD_BYTES = 1_600_000
 
 
@@ -180,12 +180,12 @@ def evaluate(net: Network, x: Array, y: Array, chunk: int = 2048) -> tuple[float
     """Mean loss and, for classifiers (one-hot targets), accuracy.
 
     In chunks, because each is copied with its ones column: 2,048 rows keep that copy
-    small beside the data (8,192 took the memory benchmark's peak from 1.78x to 1.91x).
+    small beside the data (a larger chunk raised the peak of BENCHMARKS.md's Memory run).
     """
     total, correct = 0.0, 0
     classifier = is_one_hot(y)
     for start in range(0, x.shape[0], chunk):
-        cache = net._forward(x[start : start + chunk])
+        cache = net.forward_rows(x[start : start + chunk])
         yb = y[start : start + chunk]
         total += net.loss.value(cache.output, cache.zs[-1], yb) * len(yb)
         if classifier:

@@ -7,7 +7,7 @@ reference.  Rows are samples: a batch is a (batch x features) matrix and z = a W
 with W of shape (n_in, n_out) (scikit-learn's ``coefs_`` layout; Nielsen's W is its
 transpose).  BP4, dC/dW = delta a^T per sample, is then a^T delta for the batch.  This
 layout was measured faster than (n_out, n_in) for the products that dominate training
-(bench/train_bench.py): x W and a^T delta on the wide first layer.
+(bench/train_bench.py, BENCHMARKS.md): x W and a^T delta on the wide first layer.
 
 Each bias vector is stored right after its weight matrix, so the two together are one
 (n_in + 1, n_out) matrix whose last row is b.  Training gives every layer's input a
@@ -18,88 +18,16 @@ its last row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import pairwise
-
 import numpy as np
 
-from training.activations import Activation, get_activation
-from training.losses import Loss, get_loss
+from training.engine import layout
+from training.engine.activations import Activation, get_activation
+from training.engine.layout import Cache, Gradients, n_parameters, with_ones
+from training.engine.losses import Loss, get_loss
 
 Array = np.ndarray
 DTYPES = {"float32": np.float32, "float64": np.float64}
 INITS = ("gaussian", "xavier", "he")
-
-
-@dataclass
-class Cache:
-    """What the forward pass keeps for the backward pass: z^l and a^l for every layer.
-
-    ``inputs[l]`` is layer l's input with a column of ones appended, ``zs[l]`` its
-    weighted input, ``output`` the last layer's activations.
-    """
-
-    zs: list[Array]
-    inputs: list[Array]
-    output: Array
-
-    @property
-    def activations(self) -> list[Array]:
-        """a^0 (the input batch) to a^L, without the ones columns."""
-        return [a[:, :-1] for a in self.inputs] + [self.output]
-
-
-@dataclass
-class Gradients:
-    """dC/dparams in the network's flat layout, with per-layer views for reading."""
-
-    flat: Array
-    weights: list[Array]
-    biases: list[Array]
-
-
-def _augmented_views(flat: Array, sizes: list[int]) -> list[Array]:
-    """Each layer's [W; b] as one (n_in + 1, n_out) matrix."""
-    views, at = [], 0
-    for n_in, n_out in pairwise(sizes):
-        views.append(flat[at : at + (n_in + 1) * n_out].reshape(n_in + 1, n_out))
-        at += (n_in + 1) * n_out
-    return views
-
-
-def with_ones(x: Array) -> Array:
-    """``x`` with a column of ones appended: the input a layer's [W; b] product needs."""
-    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
-    out[:, :-1] = x
-    out[:, -1] = 1
-    return out
-
-
-def _layer_views(flat: Array, sizes: list[int]) -> tuple[list[Array], list[Array]]:
-    weights, biases, at = [], [], 0
-    for n_in, n_out in pairwise(sizes):
-        weights.append(flat[at : at + n_in * n_out].reshape(n_in, n_out))
-        at += n_in * n_out
-        biases.append(flat[at : at + n_out])
-        at += n_out
-    return weights, biases
-
-
-def n_parameters(sizes: list[int]) -> int:
-    return sum(n_out * (n_in + 1) for n_in, n_out in pairwise(sizes))
-
-
-def _check_sizes(sizes: object) -> list[int]:
-    if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
-    out = []
-    for i, s in enumerate(sizes):
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"layer size {i} must be an integer, got {s!r}")
-        if s < 1:
-            raise ValueError(f"layer size {i} must be at least 1, got {s}")
-        out.append(int(s))
-    return out
 
 
 class Network:
@@ -122,7 +50,7 @@ class Network:
         seed: int | None = 0,
         params: Array | None = None,
     ) -> None:
-        self.sizes = _check_sizes(sizes)
+        self.sizes = layout.check_sizes(sizes)
         n_hidden = len(self.sizes) - 2
         hidden = (
             [hidden_activation] * n_hidden
@@ -152,7 +80,7 @@ class Network:
         n = n_parameters(self.sizes)
         if params is None:
             self.params = np.empty(n, dtype=self.dtype)
-            self.weights, self.biases = _layer_views(self.params, self.sizes)
+            self.weights, self.biases = layout.layer_views(self.params, self.sizes)
             self._initialise(np.random.default_rng(seed))
         else:
             params = np.asarray(params)
@@ -162,7 +90,7 @@ class Network:
                     f"got {params.dtype} {params.shape}"
                 )
             self.params = params
-            self.weights, self.biases = _layer_views(self.params, self.sizes)
+            self.weights, self.biases = layout.layer_views(self.params, self.sizes)
         self._augmented = self.augmented_views(self.params)
 
     # -- description --------------------------------------------------------------
@@ -181,7 +109,7 @@ class Network:
     def decay_mask(self) -> Array:
         """1 where a parameter is a weight, 0 where it is a bias: L2 decays weights only."""
         mask = np.zeros_like(self.params)
-        for w in _layer_views(mask, self.sizes)[0]:
+        for w in layout.layer_views(mask, self.sizes)[0]:
             w[...] = 1
         return mask
 
@@ -190,7 +118,7 @@ class Network:
         new = object.__new__(Network)
         new.__dict__.update(self.__dict__)
         new.params = self.params.copy() if params is None else params
-        new.weights, new.biases = _layer_views(new.params, new.sizes)
+        new.weights, new.biases = layout.layer_views(new.params, new.sizes)
         new._augmented = new.augmented_views(new.params)
         return new
 
@@ -209,10 +137,10 @@ class Network:
     # -- input checks (public API only; the training loop checks its data once) ----
     def check_inputs(self, x: object, what: str = "inputs") -> Array:
         """Return ``x`` as a (batch x n_inputs) array of the network's dtype, or raise."""
-        return _check_matrix(x, self.n_inputs, self.dtype, what)
+        return layout.check_matrix(x, self.n_inputs, self.dtype, what)
 
     def check_targets(self, y: object, n_rows: int) -> Array:
-        y = _check_matrix(y, self.n_outputs, self.dtype, "targets")
+        y = layout.check_matrix(y, self.n_outputs, self.dtype, "targets")
         if y.shape[0] != n_rows:
             raise ValueError(f"targets have {y.shape[0]} rows but inputs have {n_rows}")
         return y
@@ -220,12 +148,13 @@ class Network:
     # -- the passes -----------------------------------------------------------------
     def forward(self, x: Array) -> Cache:
         """Forward pass that keeps every z and a for ``backward``."""
-        return self._forward(self.check_inputs(x))
+        return self.forward_rows(self.check_inputs(x))
 
-    def _forward(self, x: Array) -> Cache:
-        return self._forward_with_ones(with_ones(x))
+    def forward_rows(self, x: Array) -> Cache:
+        """``forward`` for rows already checked (the training loop checks its data once)."""
+        return self.forward_ones(with_ones(x))
 
-    def _forward_with_ones(self, x1: Array) -> Cache:
+    def forward_ones(self, x1: Array) -> Cache:
         """The forward pass from a batch that already has its column of ones.
 
         The training loop gathers each batch straight into such a buffer; every hidden
@@ -246,20 +175,29 @@ class Network:
     def backward(self, cache: Cache, y: Array) -> Gradients:
         """BP1-BP4 on the whole batch; returns gradients and leaves the model unchanged."""
         y = self.check_targets(y, cache.inputs[0].shape[0])
-        return self._backward(cache, y, np.empty_like(self.params))
+        return self.backward_into(cache, y, np.empty_like(self.params))
 
-    def _backward(self, cache: Cache, y: Array, out: Array) -> Gradients:
-        # ``out`` (flat, shaped like params) lets the caller choose the buffer.
-        self._backprop(cache, y, self.augmented_views(out))
-        return Gradients(out, *_layer_views(out, self.sizes))
+    def backward_into(self, cache: Cache, y: Array, out: Array) -> Gradients:
+        """``backward`` for targets already checked, into ``out`` (flat, shaped like
+        ``params``): the caller chooses the buffer."""
+        self.backprop(cache, y, self.augmented_views(out))
+        return Gradients(out, *layout.layer_views(out, self.sizes))
 
     def augmented_views(self, flat: Array) -> list[Array]:
         """Each layer's [W; b] block of a flat array shaped like ``params``."""
-        return _augmented_views(flat, self.sizes)
+        return layout.augmented_views(flat, self.sizes)
 
-    def _backprop(self, cache: Cache, y: Array, g_wbs: list[Array]) -> None:
+    def backprop(self, cache: Cache, y: Array, g_wbs: list[Array]) -> None:
         """BP1-BP4 into each layer's [dC/dW; dC/db] view (``augmented_views`` of one
-        buffer): the training loop makes the views once per epoch, not once per batch."""
+        buffer): the training loop makes the views once per epoch, not once per batch.
+
+        In Nielsen's notation, rows as samples (so W^T and a^T sit where his W and a do):
+        BP1 delta^L = dC/da^L * sigma'(z^L); BP2 delta^l = (delta^(l+1) W^(l+1)^T) *
+        sigma'(z^l); BP3 dC/db^l = sum over rows of delta^l; BP4 dC/dW^l = a^(l-1)^T
+        delta^l.  The textbook form, one line per equation with numpy's own temporaries,
+        is bench/compact_reference.py; this one differs only in writing BP3 and BP4 as
+        one product into the caller's buffer.
+        """
         inputs, zs = cache.inputs, cache.zs
         # BP1: the output error, already averaged over the batch by the loss.
         delta = self.loss.delta(cache.output, zs[-1], y, self.layers[-1])
@@ -304,25 +242,3 @@ class Network:
     def predict_classes(self, x: Array) -> Array:
         """Index of the largest output per row: the predicted class."""
         return np.argmax(self.predict(x), axis=1)
-
-
-def _check_matrix(x: object, n_cols: int, dtype: np.dtype, what: str) -> Array:
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as exc:  # ragged nested lists
-        raise ValueError(f"{what} must be a rectangular matrix of numbers: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{what} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (batch x {n_cols}), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{what} is an empty batch")
-    if arr.shape[1] != n_cols:
-        raise ValueError(f"{what} must have {n_cols} columns, got {arr.shape[1]}")
-    arr = arr.astype(dtype, copy=False)
-    if not np.isfinite(arr).all():
-        r, c = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{what} contain NaN or Inf (first at row {r}, column {c})")
-    return arr
