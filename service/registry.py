@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -31,13 +31,14 @@ from service import idempotency, metrics
 from service.errors import ModelChanged, ModelUnavailable, UnknownModel
 from service.learning_state import LearningState
 from service.served import Served
-from training.errors import StorageError
-from training.journal import FileJournal, Position, Record
+from training.errors import JournalConflict, StorageError, StorageUnavailable
+from training.journal import FileJournal, Journal, Position, Record
 from training.model import Model
 from training.online import NonFiniteStep, StepResult, apply_step
 from training.store import Manifest, ModelStore, StoreError
 
 log = logging.getLogger("bpserve")
+CONFLICT_RETRIES = 5  # a shared journal's append lost to another writer: catch up, redo
 
 
 def _step_result(before: Served, result: StepResult) -> dict[str, Any]:
@@ -57,13 +58,16 @@ class Registry:
         reload_interval: float = 2.0,
         snapshot_every: int = 0,
         max_cached_versions: int = 4,
+        journals: Callable[[str], Journal] | None = None,
     ) -> None:
         self.store = store
+        # Each model's journal: a file in its folder unless told (service/backend.py).
+        self._new_journal = journals or (lambda name: FileJournal(store.model_dir(name)))
         self.reload_interval = reload_interval
         self.snapshot_every = snapshot_every
         self._served: dict[str, Served] = {}
         self._heard: dict[str, int | None] = {}  # journal change counter at the last check
-        self._journals: dict[str, FileJournal] = {}
+        self._journals: dict[str, Journal] = {}
         self._locks: dict[str, threading.RLock] = {}
         self._errors: dict[str, dict[str, Any]] = {}
         self._failed: set[tuple[str, int]] = set()
@@ -78,10 +82,10 @@ class Registry:
         with self._guard:
             return self._locks.setdefault(name, threading.RLock())
 
-    def journal(self, name: str) -> FileJournal:
+    def journal(self, name: str) -> Journal:
         j = self._journals.get(name)
         if j is None:
-            j = self._journals.setdefault(name, FileJournal(self.store.model_dir(name)))
+            j = self._journals.setdefault(name, self._new_journal(name))
         return j
 
     def _cached_load(self, name: str, version: int) -> tuple[Model, Manifest]:
@@ -120,8 +124,11 @@ class Registry:
         journal = self.journal(name)
         heard = journal.changes()  # before the stat: a change after it moves the counter
         if full_check or heard is None or heard != self._heard.get(name):
-            if journal.position() != served.position:
-                served = self._catch_up(name)
+            try:
+                if journal.position() != served.position:
+                    served = self._catch_up(name)
+            except StorageUnavailable:
+                pass  # serve what this worker holds; its journal's counter moves when back
             self._heard[name] = heard
         return served
 
@@ -243,7 +250,7 @@ class Registry:
                 else:
                     self.get(name, full_check=True)
                 self._maybe_reload(name)
-            except (StoreError, StorageError, ModelUnavailable) as exc:
+            except (StoreError, StorageError, JournalConflict, ModelUnavailable) as exc:
                 self._errors[name] = {"version": None, "problem": str(exc)}
                 log.error(
                     "model unavailable",
@@ -365,7 +372,7 @@ class Registry:
         mine = {"key": key, "request": digest, "result": result} if key is not None else {}
         try:
             self._write_base(name, version, pinned=cur.pinned, **mine)
-        except StorageError:
+        except (StorageError, JournalConflict):
             # The journal still holds the steps: a reload to this version would drop
             # the ones acknowledged after it, so it goes (if even that fails, it stays).
             with contextlib.suppress(StorageError):
@@ -405,8 +412,26 @@ class Registry:
         """Catch up, compute, append and fsync, serve: one writer at a time, across workers.
 
         Returns ``version``, ``step``, ``loss_before``, ``loss_after``: the recorded ones
-        when ``key`` was already applied (and nothing is applied again).
+        when ``key`` was already applied (and nothing is applied again).  A journal shared
+        across hosts refuses an append another writer got to first (``JournalConflict``):
+        this one then catches up and computes the step again on what is there.
         """
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return self._train_step(name, x, y, learning_rate, momentum, key)
+            except JournalConflict as exc:
+                log.warning("journal conflict", extra={"event": "conflict", "problem": str(exc)})
+        raise StorageUnavailable(f"model {name!r}: the journal kept moving under this step")
+
+    def _train_step(
+        self,
+        name: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        learning_rate: float | None,
+        momentum: float | None,
+        key: str | None,
+    ) -> dict[str, Any]:
         self.get(name)
         digest = idempotency.step_digest(name, x, y, learning_rate, momentum)
         with self._lock(name), self._storage(name), self.journal(name).locked():

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from training.data import FORMATS, DataError
+from training.errors import StorageUnavailable
 from training.evaluation import format_report
 from training.retrain import evaluate, train
 from training.store import StoreError
@@ -38,6 +39,7 @@ class TrainConfig(BaseModel):
     categorical: list[str] = []
     name: str = Field(default="model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     models_dir: str = "models"
+    database_url: str | None = None  # publish to PostgreSQL (training/pg_store.py)
     hidden: list[int] = [64]
     activation: Literal["sigmoid", "tanh", "relu", "identity"] = "relu"
     loss: Literal["quadratic", "cross_entropy", "binary_cross_entropy"] | None = None
@@ -105,6 +107,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--categorical", metavar="COLS", help="integer-coded category columns: a,b")
     p.add_argument("--name", help="model name in the store")
     p.add_argument("--models-dir", help="model store folder (default: models)")
+    p.add_argument("--database-url", help="publish to this PostgreSQL (postgresql://...)")
     p.add_argument("--hidden", help="hidden layer sizes, e.g. 64,32")
     p.add_argument("--activation", help="hidden activation: sigmoid, tanh, relu, identity")
     p.add_argument("--loss", help="quadratic, cross_entropy or binary_cross_entropy")
@@ -146,6 +149,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS)
     p.add_argument("--label-column")
     p.add_argument("--models-dir", default="models")
+    p.add_argument("--database-url", help="read the version from this PostgreSQL")
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--outputs", action="store_true", help="with --json: each row's outputs, as /predict"
@@ -162,6 +166,7 @@ FAILURES: dict[type[Exception], tuple[int, str]] = {
     UsageError: (EXIT_USAGE, "error: "),
     DataError: (EXIT_DATA, "bad data: "),
     StoreError: (EXIT_USAGE, "model store: "),
+    StorageUnavailable: (EXIT_USAGE, "database: "),
     FloatingPointError: (EXIT_DATA, ""),
 }
 
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
         cfg = build_config(_train_parser().parse_args(argv))
         result = train(cfg)
-    except (UsageError, DataError, StoreError, FloatingPointError) as exc:
+    except (UsageError, DataError, StoreError, StorageUnavailable, FloatingPointError) as exc:
         code, prefix = next(v for t, v in FAILURES.items() if isinstance(exc, t))
         print(f"bptrain: {prefix}{exc}", file=sys.stderr)
         return code

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, g, jsonify, request
 
-from service import auth, idempotency
+from service import auth, consistency, idempotency
 from service.cells import model_rows
 from service.errors import ApiError
 from service.routes.common import body_of, state
@@ -68,4 +68,5 @@ def step(
     key = idempotency.key_of(request)
     result = state().registry.train_step(name, x, y, learning_rate, momentum, key)
     g.version = result["version"]
+    consistency.note(state().registry, name)
     return TrainStepResponse(model=name, **result).model_dump()
