@@ -170,6 +170,25 @@ def test_alternating_steps_racing_writers_and_a_snapshot(pair, tmp_path):
     assert status == 200 and reply == {**reply, "version": 2, "step": 1}
     agree((a, b), int(hdrs["X-Bpserve-Step"]))
 
+    # An Idempotency-Key is one across replicas: a retry on the other one applies nothing.
+    keyed = {"Idempotency-Key": "replicas-1"}
+    x, labels = batch(301)
+    body = {"inputs": x.tolist(), "targets": labels}
+    status, first, hdrs = call(a.port, "POST", "/train-step", body, keyed)
+    assert status == 200 and first["step"] == 2, first
+    seq = int(hdrs["X-Bpserve-Step"])
+    status, again, _ = call(b.port, "POST", "/train-step", body, keyed)  # caught up under lock
+    assert (status, again) == (200, first)
+    other = {"inputs": batch(302)[0].tolist(), "targets": labels}
+    status, err, _ = call(b.port, "POST", "/train-step", other, keyed)
+    assert status == 422 and err["error"]["code"] == "idempotency_key_reused", err
+    assert agree((a, b), seq)["online_steps"] == 2
+    with psycopg.connect(url) as conn:
+        keys = conn.execute(
+            "SELECT idempotency_key FROM bpserve_journal WHERE idempotency_key IS NOT NULL"
+        ).fetchall()
+    assert keys == [("replicas-1",)]
+
 
 def test_sigkill_a_replica_mid_traffic(tmp_path, pg_url):
     env = {"database_url": pg_url, "train_token": TOKEN, "snapshot_every": 0, "workers": 1}

@@ -105,13 +105,13 @@ class Database:
         threading.Thread(target=old.close, name="bpserve-pool-close", daemon=True).start()
 
     # -- start ----------
-    def open(self, attempts: int = 30) -> None:
+    def open(self, attempts: int = 10) -> None:
         """Open the pool, migrate the schema, start listening (bounded retries)."""
         for attempt in range(attempts):
             try:
                 if attempt:
                     self.pool = self._new_pool()  # a pool that failed to open is closed
-                self.pool.open(wait=True, timeout=10)
+                self.pool.open(wait=True, timeout=2)
                 with self.connection() as conn:
                     migrate(conn)
                 break
