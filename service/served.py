@@ -7,12 +7,13 @@ consistent set of weights.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service import idempotency
 from training.journal import Position
 from training.model import Model
+from training.online import StepResult
 from training.store import Manifest
 
 
@@ -49,6 +50,25 @@ class Served:
     # Idempotency-Keys of this segment (and carried into it): shared by the states of
     # one segment, added to only after the record holding the key is durable.
     keys: idempotency.Keys = field(default_factory=dict, compare=False, repr=False)
+
+    def stepped(self, result: StepResult, rows: int, position: Position | None) -> Served:
+        """The state after one online step: a live one and its replay both build it here."""
+        return replace(
+            self,
+            model=result.model,
+            online_steps=self.online_steps + 1,
+            position=position,
+            online=self.online.add(rows, result.correct, result.loss_before),
+        )
+
+    def step_answer(self, result: StepResult) -> dict[str, Any]:
+        """What the step after this state answers (and a retry with its key is answered)."""
+        return {
+            "version": self.version,
+            "step": self.online_steps + 1,
+            "loss_before": result.loss_before,
+            "loss_after": result.loss_after,
+        }
 
     def weights_digest(self) -> str:
         """sha256 of the weights and optimizer state: equal across workers that agree."""
