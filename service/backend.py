@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.settings import Settings
+from training import durable_io as dio
 from training.journal import FileJournal, Journal
 from training.store import ModelStore
 
@@ -35,4 +36,10 @@ def open_backend(settings: Settings) -> Backend:
     db.open()
     pg_store = PgStore(settings.models_dir, db)
     pg_store.sync()  # the folder's versions the database lacks (the committed default model)
-    return Backend(pg_store, lambda name: PostgresJournal(db, name))
+
+    def journal(name: str) -> PostgresJournal:
+        folder = pg_store.model_dir(name)
+        dio.mkdir(folder, parents=True, exist_ok=True)  # for the host's change counter
+        return PostgresJournal(db, name, folder / ".pg-journal.changes")
+
+    return Backend(pg_store, journal)

@@ -32,7 +32,7 @@ def sequence(registry: Registry, served: Served) -> int | None:
 
 def served_at_least(registry: Registry, name: str, wait: float) -> Served:
     """``registry.get(name)``, once it holds the step the client asked for."""
-    served = registry.get(name)
+    served = registry.get(name)  # 404 for a model not served, before anything else
     raw = request.headers.get(MIN_HEADER)
     seq = sequence(registry, served)
     if raw is not None and seq is not None:
@@ -43,9 +43,11 @@ def served_at_least(registry: Registry, name: str, wait: float) -> Served:
         for _ in range(max(1, int(wait / POLL))):
             if seq >= want:
                 break
-            journal.wait(journal.changes(), POLL)  # type: ignore[attr-defined]
+            heard = journal.changes()  # before the check: a change after it ends the wait
             served = registry.get(name, full_check=True)
             seq = sequence(registry, served) or 0
+            if seq < want:
+                journal.wait(heard, POLL)  # type: ignore[attr-defined]
         if seq < want:
             raise ApiError(
                 503,

@@ -117,6 +117,19 @@ def test_notifications_move_the_counter_without_a_query(pg_url, db):
     assert j.changes() != heard
 
 
+def test_a_commit_moves_the_counter_of_the_other_workers_of_its_host(tmp_path, pg_url, db):
+    """Workers of one replica share a counter in its cache folder: a commit made by one
+    is heard by the others at once, not only when the notification arrives."""
+    counter = tmp_path / ".pg-journal.changes"
+    deaf = Database(pg_url)  # never opened: no notification ever reaches it
+    j = PostgresJournal(deaf, "m", counter)
+    w = PostgresJournal(db, "m", counter)
+    heard = j.changes()
+    with w.locked():
+        w.rebase(Record("base", {"version": 1, "segment": "s1"}))
+    assert j.changes() != heard
+
+
 def test_reads_refused_at_once_while_the_server_is_down(pg_server, db):
     j = PostgresJournal(db, "m")
     with j.locked():
@@ -126,7 +139,7 @@ def test_reads_refused_at_once_while_the_server_is_down(pg_server, db):
         for _ in range(200):  # the listener notices the server is gone
             if not db.listening:
                 break
-            db.wait("m", db.heard("m"), 0.05)
+            j.wait(j.changes(), 0.05)
         with pytest.raises(StorageUnavailable):
             j.read(None)
         with pytest.raises(StorageUnavailable), j.locked():
@@ -137,7 +150,7 @@ def test_reads_refused_at_once_while_the_server_is_down(pg_server, db):
     for _ in range(200):  # reconnects by itself; the counter moves (missed notifications)
         if db.listening and j.changes() != heard:
             break
-        db.wait("m", heard, 0.1)
+        j.wait(heard, 0.1)
     assert j.read(None)[1] == Position(1, 1)
 
 

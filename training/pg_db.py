@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -152,10 +152,10 @@ class Database:
         """A number that moves whenever a change to ``model``'s journal may have happened."""
         return self._heard.get(model, 0) + self._epoch
 
-    def wait(self, model: str, heard: int, timeout: float) -> None:
-        """Block until ``heard(model)`` moves from ``heard`` or ``timeout`` passes."""
+    def wait(self, until: Callable[[], bool], timeout: float) -> None:
+        """Block until ``until()`` holds (checked on every notification) or ``timeout``."""
         with self._cond:
-            self._cond.wait_for(lambda: self.heard(model) != heard, timeout)
+            self._cond.wait_for(until, timeout)
 
     def _bump(self, model: str | None) -> None:
         with self._cond:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 from psycopg import errors as pg_errors
 
 from training.errors import JournalConflict, StorageUnavailable
 from training.journal import Position, Record, encode, scan
+from training.journal_shared import SharedState
 from training.pg_db import CHANNEL, Database
 from training.store import StoreError
 
@@ -56,8 +58,12 @@ class PostgresJournal:
 
     sequenced = True  # positions are a total order across replicas (X-Bpserve-Min-Step)
 
-    def __init__(self, db: Database, model: str) -> None:
+    def __init__(self, db: Database, model: str, counter: Path | None = None) -> None:
         self.db, self.model = db, model
+        # The same shared-memory counter as the file journal's, in this host's cache
+        # folder: bumped after each commit made here, so that the other workers of this
+        # replica hear of it with no system call and no wait for the notification.
+        self._local = SharedState(counter) if counter is not None else None
         # While ``locked``: the thread holding the lock, its connection (which carries its
         # reads and writes) and the head it last read.  Other threads of the worker go
         # on reading through the pool meanwhile, and never touch these.
@@ -69,11 +75,14 @@ class PostgresJournal:
         return self._holder == threading.get_ident()
 
     def changes(self) -> int | None:
-        """Moves when a notification for this model (or a reconnection) came in."""
-        return self.db.heard(self.model)
+        """Moves when a worker of this host committed a change, or a notification for
+        this model (or a reconnection) came in: two counters that only grow, summed."""
+        local = self._local.changes() if self._local is not None else None
+        return self.db.heard(self.model) + (local or 0)
 
-    def wait(self, heard: int, timeout: float) -> None:
-        self.db.wait(self.model, heard, timeout)
+    def wait(self, heard: int | None, timeout: float) -> None:
+        """Block until ``changes()`` moves from ``heard`` (or ``timeout`` passes)."""
+        self.db.wait(lambda: self.changes() != heard, timeout)
 
     def _run(self, query: str, params: object) -> list[tuple]:
         if not self._mine():
@@ -158,6 +167,8 @@ class PostgresJournal:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._head = None  # the commit may or may not have happened: read again
             raise StorageUnavailable(f"database unavailable: {exc}") from None
+        if self._local is not None:
+            self._local.bump()  # committed; the advisory lock orders the bumps
         self._head = Position(segment, seq)
         return self._head
 
