@@ -119,6 +119,12 @@ def test_alternating_steps_racing_writers_and_a_snapshot(pair, tmp_path):
         status, reply, hdrs = train((a, b)[k % 2].port, k)
         assert status == 200 and reply["step"] == k + 1, reply
         acked[reply["step"]] = k
+        # The replica that acknowledged it serves it at once, from any of its workers,
+        # without the header (its workers share a change counter).
+        here = (a, b)[k % 2]
+        for _ in range(4):
+            status, info, _ = call(here.port, "GET", "/models/digits")
+            assert status == 200 and info["online_steps"] == k + 1, info
         state = agree((a, b), int(hdrs["X-Bpserve-Step"]))
         assert state["online_steps"] == k + 1
     assert state["sha"] == replay(journal(url)[1])
