@@ -180,7 +180,7 @@ class Database:
                         for note in conn.notifies(timeout=5.0):
                             self._bump(note.payload.rsplit(" ", 1)[0])
                         conn.execute("SELECT 1")  # idle: is the server still there?
-            except TRANSIENT as exc:
+            except (psycopg.Error, PoolTimeout) as exc:  # any: the thread must go on
                 if self.listening:
                     log.warning(
                         "database listener lost",

@@ -21,8 +21,9 @@ memory itself; the others replay it.  The parts, each with one job:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,6 +43,23 @@ from training.store import ModelStore
 
 __all__ = ["Hooks", "JournalFactory", "Registry"]
 CONFLICT_RETRIES = 5  # a shared journal's append lost to another writer: catch up, redo
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _retry_conflicts(method: _M) -> _M:
+    """Run a command again when a journal shared across hosts refused its append because
+    another writer got there first (``JournalConflict``): each try catches up first."""
+
+    @functools.wraps(method)
+    def retrying(self: Registry, name: str, *args: Any, **kwargs: Any) -> Any:
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return method(self, name, *args, **kwargs)
+            except JournalConflict as exc:
+                self.hooks.conflict(name, str(exc))
+        raise StorageUnavailable(f"model {name!r}: the journal kept moving under this step")
+
+    return retrying  # type: ignore[return-value]
 
 
 class Registry:
@@ -162,6 +180,7 @@ class Registry:
             raise
         self.learning.succeeded(name)
 
+    @_retry_conflicts
     def train_step(
         self,
         name: str,
@@ -181,22 +200,6 @@ class Registry:
         an append another writer got to first (``JournalConflict``): this one then
         catches up and computes the step again on what is there.
         """
-        for _ in range(CONFLICT_RETRIES):
-            try:
-                return self._train_step(name, x, y, learning_rate, momentum, key)
-            except JournalConflict as exc:
-                self.hooks.conflict(name, str(exc))
-        raise StorageUnavailable(f"model {name!r}: the journal kept moving under this step")
-
-    def _train_step(
-        self,
-        name: str,
-        x: np.ndarray,
-        y: np.ndarray,
-        learning_rate: float | None,
-        momentum: float | None,
-        key: str | None,
-    ) -> dict[str, Any]:
         f = self.follower
         f.known(name)  # 404 before touching the journal
         digest = idempotency.step_digest(name, x, y, learning_rate, momentum)
