@@ -36,7 +36,7 @@ from train_bench import (
     time_torch,
 )
 
-from training.trainer import blas_threads, gathers_ahead
+from training.engine.trainer import blas_threads, gathers_ahead
 
 
 def compact_epoch(sizes: list[int], batch: int, x: np.ndarray, y: np.ndarray, seed: int):

@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from train_bench import CASES, CORES, LR, MOMENTUM, synthetic
 
-from training.network import Network
-from training.optimizers import SGD
-from training.trainer import blas_threads, gathers_ahead, train_epoch
+from training.engine.network import Network
+from training.engine.optimizers import SGD
+from training.engine.trainer import blas_threads, gathers_ahead, train_epoch
 
 
 def one_epoch(sizes, batch, x, y, threads, ahead) -> tuple[float, bytes]:

@@ -31,9 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from steal import Steal
 
-from training.network import Network
-from training.optimizers import SGD
-from training.trainer import blas_threads, gathers_ahead, train_epoch
+from training.engine.network import Network
+from training.engine.optimizers import SGD
+from training.engine.trainer import blas_threads, gathers_ahead, train_epoch
 
 CASES = [
     ([784, 30, 10], 10),
@@ -208,7 +208,7 @@ def _timed(fn) -> float:
 
 def memory_child(n: int) -> None:
     """Run in a fresh process: peak RSS of a real training run against the data size."""
-    from training.trainer import fit
+    from training.engine.trainer import fit
 
     x, y, _ = synthetic(n, "float32")
     data_bytes = x.nbytes + y.nbytes

@@ -3,7 +3,7 @@
 Times each phase inside the real loop (caches as cold as in training), for one case and
 BLAS thread count; run it with 1 and 2 threads to see the element-wise phases slow down
 when two OpenBLAS threads share the products.  ``--step numpy`` times the optimizer's
-numpy path instead of its BLAS one (training/blas.py); ``both`` runs the two side by side.
+numpy path instead of its BLAS one (training/engine/blas.py); ``both`` runs the two side by side.
 
     .venv/bin/python bench/train_profile.py 784-512-512-10 128 --threads 1 2
     .venv/bin/python bench/train_profile.py 784-128-10 128 --threads 2 --step both
@@ -22,9 +22,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from training import blas
-from training.network import Network
-from training.optimizers import SGD
+from training.engine import blas
+from training.engine.network import Network
+from training.engine.optimizers import SGD
 
 
 def profile(sizes: list[int], batch: int, threads: int, step: str, n: int = 60_000) -> dict:
@@ -50,9 +50,9 @@ def profile(sizes: list[int], batch: int, threads: int, step: str, n: int = 60_0
             xb[:, :-1] = x[idx]
             np.take(y, idx, axis=0, out=yb, mode="clip")
             t1 = time.perf_counter()
-            cache = net._forward_with_ones(xb)
+            cache = net.forward_ones(xb)
             t2 = time.perf_counter()
-            net._backprop(cache, yb, slots)
+            net.backprop(cache, yb, slots)
             t3 = time.perf_counter()
             opt.step(net.params, grads, state)
             t4 = time.perf_counter()

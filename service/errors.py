@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from training import errors as engine
@@ -126,6 +127,13 @@ def answer(exc: BaseException) -> Answer | None:
     else:
         message = getattr(exc, "message", str(exc))
     return Answer(status, code, message, details, headers)
+
+
+def validation_problems(exc: ValidationError) -> list[dict[str, str]]:
+    """The first ten problems pydantic found, each as ``{"loc": "a.b.0", "msg": ...}``:
+    the one wording of a validation error, for both APIs and every schema."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in errors[:10]]
 
 
 def error_response(status: int, code: str, message: str, details: Any = None):

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.cells import CellRows
-from service.errors import ApiError
+from service.errors import ApiError, validation_problems
 
 Row = list[float]
 
@@ -104,9 +104,7 @@ def parse(model: type[BaseModel], body: bytes) -> Any:
             raise ApiError(
                 400, "malformed_json", f"request body is not valid JSON: {errors[0]['msg']}"
             ) from None
-        details = [
-            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in errors[:10]
-        ]
+        details = validation_problems(exc)
         first = details[0]
         raise ApiError(
             422, "invalid_request", f"{first['loc'] or 'body'}: {first['msg']}", details

@@ -18,7 +18,7 @@ from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service import fastjson
-from service.errors import ApiError
+from service.errors import ApiError, validation_problems
 from service.routes.common import read_body
 
 DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -52,8 +52,8 @@ def _validate(head: bytes) -> InferRequest:
     try:
         return InferRequest.model_validate_json(head)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        first = validation_problems(exc)[0]
+        where = first["loc"] or "body"
         raise ApiError(
             400, "bad_request", f"invalid inference request at {where}: {first['msg']}"
         ) from None

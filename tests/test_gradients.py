@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from training.activations import ACTIVATIONS
-from training.network import Network, _layer_views
+from training.engine.activations import ACTIVATIONS
+from training.engine.network import Network, _layer_views
 
 OUTPUT_LOSS = [(act, "quadratic") for act in ACTIVATIONS] + [
     ("softmax", "cross_entropy"),
@@ -56,7 +56,7 @@ def test_backprop_matches_finite_differences(sizes, hidden, output, loss):
 
 
 def test_softmax_and_sigmoid_do_not_overflow():
-    from training.activations import get_activation
+    from training.engine.activations import get_activation
 
     z = np.array([[1000.0, -1000.0, 0.0]], dtype=np.float32)
     with np.errstate(over="raise", invalid="raise", divide="raise"):

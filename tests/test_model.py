@@ -45,7 +45,7 @@ def test_no_labels_without_class_names():
 def test_prediction_in_place_equals_the_training_forward_pass(hidden, output, dtype):
     # Network.output lets each activation overwrite its own z; forward() keeps every z
     # and activation apart for backprop.  The two must give the same bits.
-    from training.network import Network
+    from training.engine.network import Network
 
     net = Network([7, 9, 8, 5], hidden, output, dtype=dtype, seed=3)
     x = np.random.default_rng(1).normal(0, 3, size=(33, 7)).astype(dtype)

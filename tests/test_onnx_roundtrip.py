@@ -16,9 +16,9 @@ import pytest
 
 from tests.server import ROOT, Server, make_store
 from training.data import Standardizer, load_digits
+from training.engine.network import Network
 from training.interop import InteropError, export_onnx, import_onnx, save_onnx
 from training.model import Model
-from training.network import Network
 from training.store import ModelStore
 
 HIDDEN = ["sigmoid", "tanh", "relu", "identity"]

@@ -51,7 +51,7 @@ def test_weight_decay_spares_masked_parameters_and_clipping_bounds_the_step():
 def test_large_parameter_vectors_update_like_small_ones(use_blas, monkeypatch):
     # Both paths of the step (BLAS over the whole vector; numpy block by block) must
     # give the formula applied at once on a vector spanning several numpy blocks.
-    from training import blas
+    from training.engine import blas
 
     monkeypatch.setattr(blas, "enabled", use_blas)
     rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def test_blas_step_matches_the_numpy_step(dtype, nesterov, monkeypatch):
     # replaces stays as the fallback.  Both must compute the same update.
     from threadpoolctl import threadpool_info
 
-    from training import blas
+    from training.engine import blas
 
     rng = np.random.default_rng(3)
     p, g, v = (rng.normal(size=300_001).astype(dtype) for _ in range(3))
@@ -119,7 +119,7 @@ def test_blas_step_matches_the_numpy_step(dtype, nesterov, monkeypatch):
 
 
 def test_blas_is_not_used_for_arrays_it_cannot_take():
-    from training import blas
+    from training.engine import blas
 
     a = np.zeros(10, np.float32)
     assert blas.routines(a, np.zeros(10, np.float64), a) is None  # mixed dtypes

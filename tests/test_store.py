@@ -226,18 +226,6 @@ def test_symlinks_out_of_the_store_are_not_followed(store, tmp_path):
         store.load("m", 1)
 
 
-def test_retention_keeps_newest_pinned_and_served(store):
-    for i in range(6):
-        store.save("m", make_model(i))
-    store.pin("m", 1)
-    deleted = store.retain("m", keep=2, protect={3})
-    assert deleted == [2, 4]
-    assert store.versions("m") == [1, 3, 5, 6]
-    store.pin("m", 1, pinned=False)
-    assert store.retain("m", keep=1) == [1, 3, 5]
-    assert store.save("m", make_model()) == 7  # numbers only grow
-
-
 def test_no_code_execution_on_load_anywhere_in_the_project():
     # Built from pieces so that this file does not match itself.
     banned = re.compile(

@@ -3,9 +3,10 @@ import threading
 import numpy as np
 import pytest
 
-from training import SGD, Network, Schedule, fit, trainer
+from training import SGD, Network, Schedule, fit
 from training.data import Standardizer, load, stratified_split
-from training.trainer import _gathered_ahead, gathers_ahead, train_epoch
+from training.engine import trainer
+from training.engine.trainer import _gathered_ahead, gathers_ahead, train_epoch
 
 CHUNK = 512  # rows per chunk in the tests below (AHEAD_BYTES is set to make it so)
 ROW_BYTES = (5 + 1) * 8 + 3 * 8  # 5 float64 features, the ones column, 3 targets

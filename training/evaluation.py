@@ -18,7 +18,7 @@ def score(model: Model, ds: Dataset) -> dict[str, Any]:
     net = model.network
     x = model.prepare(rows_of(model, ds))
     y = ds.target_matrix(net.dtype)
-    cache = net._forward(x)
+    cache = net.forward_rows(x)
     loss = net.loss.value(cache.output, cache.zs[-1], model.scale_targets(y))
     out: dict[str, Any] = {"loss": loss, "n": len(ds.x)}
     if ds.classes is None:

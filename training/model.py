@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.network import Network
-from training.optimizers import SGD
+from training.engine.network import Network
+from training.engine.optimizers import SGD
 from training.preprocessing import Preprocessor, Standardizer, TargetScaler
 
 FEW_ROWS = 64  # predict_labels picks up to this many rows in Python

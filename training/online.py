@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.engine.optimizers import SGD
 from training.model import Model
-from training.optimizers import SGD
 
 
 class NonFiniteStep(ValueError):
@@ -43,16 +43,16 @@ def apply_step(
     net = new.network
     with np.errstate(all="ignore"):
         xs = new.transform(x)
-        cache = net._forward(xs)
+        cache = net.forward_rows(xs)
         loss_before = net.loss.value(cache.output, cache.zs[-1], y)
-        grads = net._backward(cache, y, np.empty_like(net.params))
+        grads = net.backward_into(cache, y, np.empty_like(net.params))
         opt.step(
             net.params,
             grads.flat,
             new.optimizer_state,
             decay_mask=net.decay_mask() if opt.weight_decay else None,
         )
-        after = net._forward(xs)
+        after = net.forward_rows(xs)
         loss_after = net.loss.value(after.output, after.zs[-1], y)
     if not (np.isfinite(loss_before) and np.isfinite(loss_after) and np.isfinite(net.params).all()):
         raise NonFiniteStep("this step would make the weights or the loss non-finite")

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from training.data import DataError, Dataset
+from training.engine.network import Network
+from training.engine.optimizers import SGD
+from training.engine.trainer import History, fit
 from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
 from training.preprocessing import Preprocessor, Standardizer, TargetScaler
-from training.trainer import History, fit
 
 # A failed attempt restarts from the initial weights with the learning rate divided by
 # this, at most RESTARTS times (bench/quality_bench.py, BENCHMARKS.md).

@@ -9,7 +9,6 @@ same ``rows_of`` / ``Model.prepare`` path the service uses for a request's rows.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,16 +16,16 @@ import numpy as np
 
 from training.console import Progress, plot_png
 from training.data import DataError, Dataset, check_learnable, load, stratified_split
+from training.engine.network import Network
+from training.engine.optimizers import SGD
+from training.engine.trainer import Schedule
 from training.evaluation import score
 from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
 from training.pipeline import guarded_fit, input_width, new_model, rows_of
 from training.store import ModelStore
-from training.trainer import Schedule
 
 if TYPE_CHECKING:
-    from training.cli import TrainConfig
+    from training.options import EvalConfig, TrainConfig
 
 
 def open_store(root: str, database_url: str | None) -> ModelStore:
@@ -199,16 +198,16 @@ def _as_model_targets(ds: Dataset, model: Model, source: str) -> Dataset:
     return Dataset(ds.x, y, labels, ds.feature_names, ds.fingerprint, ds.text)
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def evaluate(args: EvalConfig) -> dict[str, Any]:
     source = args.data or "-"
-    store = open_store(args.models_dir, getattr(args, "database_url", None))
+    store = open_store(args.models_dir, args.database_url)
     model, manifest = store.load(args.name, args.version)
     strict = not model.preprocessing.allows_missing
     ds = load(args.data, args.format, args.label_column, "error" if strict else "impute")
     ds = _as_model_targets(ds, model, source)
     out: dict[str, Any] = {"name": args.name, "version": manifest.version}
     out["scores"] = score(model, ds)
-    if getattr(args, "outputs", False):
+    if args.outputs:
         # Each row's outputs, in the targets' own units, as /predict answers them.
         out["outputs"] = model.predict(rows_of(model, ds, source)).tolist()
     return out

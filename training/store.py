@@ -37,6 +37,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
 from training import durable_io as dio
+from training.engine.network import Network
+from training.engine.optimizers import SGD
 from training.errors import (
     CorruptVersion,
     InvalidName,
@@ -55,16 +57,9 @@ from training.manifest import (
     Preprocessing,
 )
 from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
 from training.preprocessing import prep_from_manifest, prep_to_manifest
 
-WEIGHTS, OPTIMIZER, MANIFEST, PINS = (
-    "weights.safetensors",
-    "optimizer.safetensors",
-    "manifest.json",
-    "pins.json",
-)
+WEIGHTS, OPTIMIZER, MANIFEST = "weights.safetensors", "optimizer.safetensors", "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Test hook: called with the name of each publish step as it completes, so a test can
@@ -403,45 +398,3 @@ class ModelStore:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CorruptVersion(path, f"unreadable safetensors file ({exc})") from None
-
-    # -- pins and retention --------------------------------------------------------------
-    def pinned(self, name: str) -> set[int]:
-        path = self.model_dir(name) / PINS
-        try:
-            return {int(v) for v in json.loads(path.read_text())}
-        except FileNotFoundError:
-            return set()
-        except (ValueError, TypeError) as exc:
-            raise CorruptVersion(path, f"bad pins file ({exc})") from None
-
-    def pin(self, name: str, version: int, pinned: bool = True) -> None:
-        """Mark a version as kept by retention (or unmark it)."""
-        version = check_version(version)
-        with self._lock(name):
-            pins = self.pinned(name)
-            pins = pins | {version} if pinned else pins - {version}
-            path = self.model_dir(name) / PINS
-            tmp = path.with_name(f".{PINS}.{os.getpid()}")
-            dio.write_file(tmp, json.dumps(sorted(pins)).encode())
-            dio.replace(tmp, path)
-            _fsync_path(path.parent)
-
-    def retain(
-        self, name: str, keep: int, protect: set[int] | frozenset[int] = frozenset()
-    ) -> list[int]:
-        """Delete versions beyond the newest ``keep``, sparing pinned and protected ones
-        (the one being served) and always the newest; return what was deleted."""
-        if keep < 1:
-            raise ValueError("keep must be >= 1")
-        with self._lock(name):
-            versions = self.versions(name)
-            spare = set(versions[-keep:]) | self.pinned(name) | set(protect)
-            doomed = [v for v in versions if v not in spare]
-            for v in doomed:
-                vdir = self.version_dir(name, v)
-                trash = vdir.with_name(f".del-{v}-{uuid.uuid4().hex}")
-                dio.rename(vdir, trash)  # vanish atomically, then delete at leisure
-                shutil.rmtree(trash)
-            if doomed:
-                _fsync_path(self.model_dir(name))
-        return doomed

@@ -99,6 +99,17 @@ class Registry:
     def load_error(self, name: str) -> dict[str, Any] | None:
         return self.versions.problems.get(name)
 
+    def names(self) -> list[str]:
+        """Every model stored or served, sorted."""
+        return sorted(set(self.store.names()) | set(self.follower.served))
+
+    def stored_versions(self, name: str) -> list[int]:
+        return self.store.versions(name)
+
+    def learning_status(self, name: str) -> dict[str, Any]:
+        """Whether online learning is paused by the storage (``LearningState.describe``)."""
+        return self.learning.describe(name, self.store.model_dir(name))
+
     def journal(self, name: str) -> Journal:
         return self.follower.journal(name)
 

@@ -23,7 +23,7 @@ def readyz():
         return jsonify(
             {"status": "not ready", "model": name, "load_error": st.registry.load_error(name)}
         ), 503
-    learning = st.registry.learning.describe(name, st.registry.store.model_dir(name))
+    learning = st.registry.learning_status(name)
     return jsonify(
         {"status": "ready", "model": name, "version": served.version, "learning": learning}
     )

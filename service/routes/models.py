@@ -4,9 +4,8 @@ import os
 
 from flask import Blueprint, jsonify, request
 
-from service import consistency, idempotency
+from service import auth, consistency, idempotency
 from service.routes.common import body_of, state
-from service.routes.train import require_token
 from service.schemas import LoadRequest, parse
 
 bp = Blueprint("models", __name__)
@@ -16,12 +15,13 @@ bp = Blueprint("models", __name__)
 def list_models():
     st = state()
     out = []
-    for name in sorted(set(st.registry.store.names()) | set(st.registry.all())):
-        served = st.registry.all().get(name)
+    served_now = st.registry.all()
+    for name in st.registry.names():
+        served = served_now.get(name)
         out.append(
             {
                 "name": name,
-                "versions": st.registry.store.versions(name),
+                "versions": st.registry.stored_versions(name),
                 "served_version": served.version if served else None,
                 "online_steps": served.online_steps if served else 0,
                 "pinned": served.pinned if served else False,
@@ -51,9 +51,9 @@ def describe(name: str):
             "architecture": m.architecture.model_dump(),
             "dtype": m.dtype,
             "metrics": m.metrics,
-            "versions": st.registry.store.versions(name),
+            "versions": st.registry.stored_versions(name),
             "load_error": st.registry.load_error(name),
-            "learning": st.registry.learning.describe(name, st.registry.store.model_dir(name)),
+            "learning": st.registry.learning_status(name),
             "worker": os.getpid(),
             "watcher": st.registry.watcher_stats(),
         }
@@ -61,16 +61,16 @@ def describe(name: str):
 
 
 @bp.post("/models/<name>/load")
+@auth.train_required
 def load(name: str):
-    require_token()
     req = parse(LoadRequest, body_of(request))
     served = state().registry.pin(name, req.version)
     return jsonify({"model": name, "version": served.version, "pinned": True})
 
 
 @bp.post("/models/<name>/snapshot")
+@auth.train_required
 def snapshot(name: str):
-    require_token()
     result = state().registry.snapshot(name, idempotency.key_of(request))
     consistency.note(state().registry, name)
     return jsonify(result)

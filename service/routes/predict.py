@@ -14,9 +14,9 @@ bp = Blueprint("predict", __name__)
 @bp.post("/predict")
 @bp.post("/models/<name>/predict")
 @bp.post("/models/<name>/versions/<int:version>/predict")
+@auth.predict_required("/predict")
 def predict(name: str | None = None, version: int | None = None):
     st = state()
-    auth.require(st.predict_secret, "/predict")
     body = body_of(request)
     # A plain numeric body skips pydantic's float per value; anything else, and any body
     # the fast path would refuse, goes the strict way, which words the error.

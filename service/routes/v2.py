@@ -21,11 +21,10 @@ import numpy as np
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 
-from service import auth, errors, metrics
+from service import auth, errors, metrics, targets
 from service.cells import column_space
-from service.errors import ApiError
-from service.routes.common import state
-from service.routes.train import DISABLED, step
+from service.errors import ApiError, validation_problems
+from service.routes.common import state, step
 from service.schemas import StepParameters
 from service.v2_codec import (
     HEADER,
@@ -94,7 +93,7 @@ def _metadata(name: str, version: str | None):
     return _json(
         {
             "name": name,
-            "versions": [str(x) for x in state().registry.store.versions(name)],
+            "versions": [str(x) for x in state().registry.stored_versions(name)],
             "platform": "bpserve_mlp",
             "inputs": [
                 {"name": "input", "datatype": _dt_name(model), "shape": [-1, model.n_features]}
@@ -132,9 +131,9 @@ def _body() -> tuple[InferRequest, memoryview]:
 
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
+@auth.predict_required("inference")
 def infer(name: str, version: str | None = None):
     st = state()
-    auth.require(st.predict_secret, "inference")
     req, raw = _body()
     model, v = _model(name, version)
     binary = Binary(raw)
@@ -187,10 +186,10 @@ def infer(name: str, version: str | None = None):
 
 
 @bp.post("/models/<name>/train")
+@auth.train_required
 def train(name: str):
     """bpserve's extension: one online step, as /train-step, from V2 tensors."""
     st = state()
-    auth.require(st.train_secret, "this endpoint", DISABLED)
     req, raw = _body()
     served = st.registry.get(name)
     model = served.model
@@ -206,23 +205,17 @@ def train(name: str):
             raise ApiError(400, "bad_data", "send BYTES targets as JSON data")
         if not isinstance(target.data, list):
             raise ApiError(400, "bad_data", "target data must be a list of class labels")
-        try:
-            y = model.targets_from_labels(target.data)
-        except ValueError as exc:
-            raise ApiError(400, "unknown_label", str(exc)) from None
+        y = targets.from_labels(model, target.data, 400)
     else:
         y = tensor_array(target, binary, net.n_outputs, net.dtype, st.settings.max_rows)
-    if len(y) != len(x):
-        raise ApiError(400, "row_mismatch", f"{len(x)} input rows but {len(y)} targets")
+    targets.check_rows(x, y, 400)
     try:
         params = StepParameters.model_validate(
             {k: req.parameters[k] for k in ("learning_rate", "momentum") if k in req.parameters}
         )
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise ApiError(
-            400, "bad_parameter", f"parameter {first['loc'][0]}: {first['msg']}"
-        ) from None
+        first = validation_problems(exc)[0]
+        raise ApiError(400, "bad_parameter", f"parameter {first['loc']}: {first['msg']}") from None
     return _json(
         step(name, model, column_space(model, x), y, params.learning_rate, params.momentum)
     )

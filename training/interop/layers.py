@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.data import Standardizer
+from training.engine.network import Network
+from training.engine.optimizers import SGD
 from training.model import Model
-from training.network import Network
-from training.optimizers import SGD
 
 Array = np.ndarray
 

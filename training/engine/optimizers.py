@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training import blas
+from training.engine import blas
 
 Array = np.ndarray
 _BLOCK = 1 << 16  # elements per block of the update: a few of these fit in L2
@@ -70,7 +70,7 @@ class SGD:
                 grads *= self.clip_norm / norm
         fast = blas.routines(params, grads, v)
         if fast is not None:
-            # Two or three passes, each split over the BLAS threads (training/blas.py).
+            # Two or three passes, each split over the BLAS threads (training/engine/blas.py).
             fast.axpby(-lr, grads, mu, v)  # v <- mu v - eta g
             if self.nesterov:
                 fast.axpy(mu, v, params)

@@ -23,8 +23,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from training.activations import Activation, get_activation
-from training.losses import Loss, get_loss
+from training.engine.activations import Activation, get_activation
+from training.engine.losses import Loss, get_loss
 
 Array = np.ndarray
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -220,12 +220,13 @@ class Network:
     # -- the passes -----------------------------------------------------------------
     def forward(self, x: Array) -> Cache:
         """Forward pass that keeps every z and a for ``backward``."""
-        return self._forward(self.check_inputs(x))
+        return self.forward_rows(self.check_inputs(x))
 
-    def _forward(self, x: Array) -> Cache:
-        return self._forward_with_ones(with_ones(x))
+    def forward_rows(self, x: Array) -> Cache:
+        """``forward`` for rows already checked (the training loop checks its data once)."""
+        return self.forward_ones(with_ones(x))
 
-    def _forward_with_ones(self, x1: Array) -> Cache:
+    def forward_ones(self, x1: Array) -> Cache:
         """The forward pass from a batch that already has its column of ones.
 
         The training loop gathers each batch straight into such a buffer; every hidden
@@ -246,20 +247,29 @@ class Network:
     def backward(self, cache: Cache, y: Array) -> Gradients:
         """BP1-BP4 on the whole batch; returns gradients and leaves the model unchanged."""
         y = self.check_targets(y, cache.inputs[0].shape[0])
-        return self._backward(cache, y, np.empty_like(self.params))
+        return self.backward_into(cache, y, np.empty_like(self.params))
 
-    def _backward(self, cache: Cache, y: Array, out: Array) -> Gradients:
-        # ``out`` (flat, shaped like params) lets the caller choose the buffer.
-        self._backprop(cache, y, self.augmented_views(out))
+    def backward_into(self, cache: Cache, y: Array, out: Array) -> Gradients:
+        """``backward`` for targets already checked, into ``out`` (flat, shaped like
+        ``params``): the caller chooses the buffer."""
+        self.backprop(cache, y, self.augmented_views(out))
         return Gradients(out, *_layer_views(out, self.sizes))
 
     def augmented_views(self, flat: Array) -> list[Array]:
         """Each layer's [W; b] block of a flat array shaped like ``params``."""
         return _augmented_views(flat, self.sizes)
 
-    def _backprop(self, cache: Cache, y: Array, g_wbs: list[Array]) -> None:
+    def backprop(self, cache: Cache, y: Array, g_wbs: list[Array]) -> None:
         """BP1-BP4 into each layer's [dC/dW; dC/db] view (``augmented_views`` of one
-        buffer): the training loop makes the views once per epoch, not once per batch."""
+        buffer): the training loop makes the views once per epoch, not once per batch.
+
+        In Nielsen's notation, rows as samples (so W^T and a^T sit where his W and a do):
+        BP1 delta^L = dC/da^L * sigma'(z^L); BP2 delta^l = (delta^(l+1) W^(l+1)^T) *
+        sigma'(z^l); BP3 dC/db^l = sum over rows of delta^l; BP4 dC/dW^l = a^(l-1)^T
+        delta^l.  The textbook form, one line per equation with numpy's own temporaries,
+        is bench/compact_reference.py; this one differs only in writing BP3 and BP4 as
+        one product into the caller's buffer.
+        """
         inputs, zs = cache.inputs, cache.zs
         # BP1: the output error, already averaged over the batch by the loss.
         delta = self.loss.delta(cache.output, zs[-1], y, self.layers[-1])

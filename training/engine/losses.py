@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.activations import Activation
+from training.engine.activations import Activation
 
 Array = np.ndarray
 

@@ -19,10 +19,11 @@ from itertools import pairwise
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from training.network import Network
-from training.optimizers import SGD
+from training.engine.network import Network
+from training.engine.optimizers import SGD
 
 Array = np.ndarray
+SCHEDULES = ("constant", "step", "inverse_time")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Schedule:
     decay: float = 0.01  # inverse_time: lr0 / (1 + decay * epoch)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("constant", "step", "inverse_time"):
+        if self.kind not in SCHEDULES:
             raise ValueError(
                 f"unknown schedule {self.kind!r}; expected constant, step or inverse_time"
             )
@@ -100,19 +101,19 @@ def train_epoch(
     full = n - n % batch_size
     gather = _gathered_ahead if gather_ahead else _gathered
     for xb, yb in gather(x, y, order[:full], batch_size):
-        cache = net._forward_with_ones(xb)
-        net._backprop(cache, yb, slots)
+        cache = net.forward_ones(xb)
+        net.backprop(cache, yb, slots)
         opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
     if full < n:  # the last, short batch
         idx = order[full:]
-        cache = net._forward(x[idx])
-        net._backprop(cache, y[idx], slots)
+        cache = net.forward_rows(x[idx])
+        net.backprop(cache, y[idx], slots)
         opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
 
 
 def _gather_into(x: Array, y: Array, idx: Array, xb: Array, yb: Array, take: bool) -> None:
     # Rows go straight into a buffer whose last column stays 1 (the network's bias
-    # column, see training/network.py).  On the training thread, fancy indexing then
+    # column, see training/engine/network.py).  On the training thread, fancy indexing then
     # one copy was measured faster than np.take into the strided view; on the second
     # thread np.take was.  mode="clip" skips take's defensive copy (idx is in range).
     if take:
@@ -185,7 +186,7 @@ def evaluate(net: Network, x: Array, y: Array, chunk: int = 2048) -> tuple[float
     total, correct = 0.0, 0
     classifier = is_one_hot(y)
     for start in range(0, x.shape[0], chunk):
-        cache = net._forward(x[start : start + chunk])
+        cache = net.forward_rows(x[start : start + chunk])
         yb = y[start : start + chunk]
         total += net.loss.value(cache.output, cache.zs[-1], yb) * len(yb)
         if classifier:

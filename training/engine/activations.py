@@ -106,6 +106,9 @@ ACTIVATIONS: dict[str, Activation] = {
     )
 }
 
+# The ones a hidden layer may use: softmax couples a row's units, an output layer only.
+HIDDEN_ACTIVATIONS = tuple(name for name in ACTIVATIONS if name != "softmax")
+
 
 def get_activation(name: str) -> Activation:
     """Look an activation up by name; unknown names are a ValueError listing the known."""
