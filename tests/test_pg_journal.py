@@ -115,6 +115,12 @@ def test_notifications_move_the_counter_without_a_query(pg_url, db):
     w = PostgresJournal(other, "m")
     with w.locked():
         w.rebase(Record("base", {"version": 1, "segment": "s1"}))
+    j.wait(heard, timeout=10)
+    assert j.changes() != heard
+    heard = j.changes()
+    with w.locked():  # an append notifies too (its insert and notification are one statement)
+        w.read(None)
+        w.append(step(1))
     other.close()
     j.wait(heard, timeout=10)
     assert j.changes() != heard

@@ -51,6 +51,14 @@ _INSERT = """
 INSERT INTO bpserve_journal (model, seq, segment, kind, version, idempotency_key, record)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
+# The insert and its notification in one statement (sent when it commits).
+_APPEND = """
+WITH ins AS (
+    INSERT INTO bpserve_journal (model, seq, segment, kind, version, idempotency_key, record)
+    VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq
+)
+SELECT pg_notify(%s, %s) FROM ins
+"""
 
 
 class PostgresJournal:
@@ -152,14 +160,17 @@ class PostgresJournal:
         version = record.meta["version" if record.kind == "base" else "base_version"]
         row = [self.model, seq, segment, record.kind, version, key, encode(record)]
         try:
-            with conn.transaction():
-                conn.execute(_INSERT, row)
-                if delete_before:
+            note = [CHANNEL, f"{self.model} {seq}"]
+            if not delete_before:  # one statement, its own transaction: one round trip
+                conn.execute(_APPEND, [*row, *note])
+            else:
+                with conn.transaction():
+                    conn.execute(_INSERT, row)
                     conn.execute(
                         "DELETE FROM bpserve_journal WHERE model = %s AND seq < %s",
                         [self.model, seq],
                     )
-                conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{self.model} {seq}"])
+                    conn.execute("SELECT pg_notify(%s, %s)", note)
         except pg_errors.UniqueViolation as exc:
             self._head = None
             taken = exc.diag.constraint_name
