@@ -44,6 +44,18 @@ def test_schema_created_once_and_a_newer_one_refused(pg_url, db):
             migrate(conn)
 
 
+def test_the_server_probes_a_writer_that_may_vanish_with_the_lock(db):
+    """A replica cut off while holding a model's advisory lock must lose its session (and
+    the lock) in seconds: the server-side keepalives of every pooled connection."""
+    with db.connection() as conn:
+        got = conn.execute(
+            "SELECT current_setting('tcp_keepalives_idle'), "
+            "current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count'), "
+            "current_setting('lock_timeout'), inet_server_addr() IS NOT NULL"
+        ).fetchone()
+    assert got == ("5", "2", "3", "10s", True)  # over TCP, where keepalives apply
+
+
 def test_append_read_and_compaction(db):
     j = PostgresJournal(db, "m")
     with j.locked():
