@@ -2,8 +2,8 @@
 
 glibc's malloc serves a large numpy array (a 1,000-row batch's activations are about
 1 MB) with mmap, or trims the heap as soon as it is freed; the next request then pays
-page faults and zeroing for the same memory again.  Measured: a 1,000-row forward pass
-of the digits model took 1.22 ms with the defaults and 0.69 ms with these thresholds.
+page faults and zeroing for the same memory again: BENCHMARKS.md (Serving) has the
+1,000-row forward pass of the digits model with the defaults and with these thresholds.
 The price is that a worker may hold up to TRIM_THRESHOLD of freed memory.
 """
 

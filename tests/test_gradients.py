@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from training.engine.activations import ACTIVATIONS
-from training.engine.network import Network, _layer_views
+from training.engine.layout import layer_views as _layer_views
+from training.engine.network import Network
 
 OUTPUT_LOSS = [(act, "quadratic") for act in ACTIVATIONS] + [
     ("softmax", "cross_entropy"),

@@ -175,20 +175,20 @@ def _from_target_matrix(x: Array, targets: Array, path: str | Path) -> Dataset:
     return Dataset(x, targets.astype(np.float64), None)
 
 
-def is_float(v: str) -> bool:
+def _parses(kind: type, v: str) -> bool:
     try:
-        float(v)
+        kind(v)
     except ValueError:
         return False
     return True
+
+
+def is_float(v: str) -> bool:
+    return _parses(float, v)
 
 
 def is_int(v: str) -> bool:
-    try:
-        int(v)
-    except ValueError:
-        return False
-    return True
+    return _parses(int, v)
 
 
 def encode_labels(labels: list[str] | Array) -> tuple[Array, list[str]]:

@@ -18,6 +18,12 @@ import numpy as np
 Array = np.ndarray
 
 
+def _center_and_scale(a: Array) -> tuple[Array, Array]:
+    """Each column's mean and standard deviation (1 where a column is constant)."""
+    std = a.std(axis=0)
+    return a.mean(axis=0), np.where(std > 1e-12, std, 1.0)
+
+
 @dataclass
 class Standardizer:
     """Format 1: per-feature (x - mean) / scale, fitted on training rows only."""
@@ -27,8 +33,7 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: Array) -> Standardizer:
-        std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std > 1e-12, std, 1.0))
+        return cls(*_center_and_scale(x))
 
     @classmethod
     def identity(cls, n: int) -> Standardizer:
@@ -63,8 +68,7 @@ class TargetScaler:
 
     @classmethod
     def fit(cls, y: Array) -> TargetScaler:
-        std = y.std(axis=0)
-        return cls(y.mean(axis=0), np.where(std > 1e-12, std, 1.0))
+        return cls(*_center_and_scale(y))
 
     def forward(self, y: Array) -> Array:
         return ((y - self.offset) / self.scale).astype(y.dtype, copy=False)

@@ -27,18 +27,12 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
 
 from training import durable_io as dio
-from training.engine.network import Network
-from training.engine.optimizers import SGD
 from training.errors import (
     CorruptVersion,
     InvalidName,
@@ -50,16 +44,19 @@ from training.errors import (
 from training.manifest import (
     FORMAT_VERSION,
     READS,
-    Architecture,
-    Inputs,
     Manifest,
-    OptimizerConfig,
-    Preprocessing,
 )
 from training.model import Model
-from training.preprocessing import prep_from_manifest, prep_to_manifest
+from training.version_files import (
+    MANIFEST,
+    OPTIMIZER,
+    WEIGHTS,
+    manifest_fields,
+    optimizer_blob,
+    read_model,
+    weights_blob,
+)
 
-WEIGHTS, OPTIMIZER, MANIFEST = "weights.safetensors", "optimizer.safetensors", "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Test hook: called with the name of each publish step as it completes, so a test can
@@ -83,13 +80,6 @@ def check_version(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidName(str(version)[:80], "invalid version (a positive integer)")
     return version
-
-
-def _sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise CorruptVersion(path, f"unreadable ({exc.strerror})") from None
 
 
 _fsync_path = dio.fsync_path
@@ -186,18 +176,9 @@ class ModelStore:
         tmp = model_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
         dio.mkdir(tmp)
         try:
-            net = model.network
-            tensors = {}
-            for i, (w, b) in enumerate(zip(net.weights, net.biases)):
-                tensors[f"layer{i}.weight"] = np.ascontiguousarray(w)
-                tensors[f"layer{i}.bias"] = np.ascontiguousarray(b)
-            files = {WEIGHTS: _write_checked(tmp / WEIGHTS, save(tensors))}
+            files = {WEIGHTS: _write_checked(tmp / WEIGHTS, weights_blob(model))}
             _step("weights_written")
-            state = model.optimizer_state or model.optimizer.init_state(net.params)
-            velocity = np.ascontiguousarray(state["velocity"])
-            steps = np.asarray(state["step"], dtype=np.int64).reshape(1)
-            blob = save({"velocity": velocity, "step": steps})
-            files[OPTIMIZER] = _write_checked(tmp / OPTIMIZER, blob)
+            files[OPTIMIZER] = _write_checked(tmp / OPTIMIZER, optimizer_blob(model))
             _step("optimizer_written")
             for fname, data in (extra_files or {}).items():
                 if "/" in fname or fname.startswith(".") or fname == MANIFEST:
@@ -205,33 +186,10 @@ class ModelStore:
                 files[fname] = _write_checked(tmp / fname, data)
             files = dict(sorted(files.items()))
             _step("files_synced")
-            o = model.optimizer
-            fields = {
-                "format_version": FORMAT_VERSION,
-                "name": name,
-                "parent_version": parent_version,
-                "online_steps": online_steps,
-                "created_at": datetime.now(UTC),
-                "architecture": Architecture(
-                    sizes=net.sizes, activations=net.activation_names, loss=net.loss.name
-                ),
-                "dtype": str(net.dtype),
-                "inputs": Inputs(n_features=model.n_features, feature_names=model.feature_names),
-                "labels": model.labels,
-                "preprocessing": Preprocessing(**prep_to_manifest(model.preprocessing)),
-                "targets": model.targets.to_manifest() if model.targets is not None else None,
-                "optimizer": OptimizerConfig(
-                    learning_rate=o.learning_rate,
-                    momentum=o.momentum,
-                    nesterov=o.nesterov,
-                    weight_decay=o.weight_decay,
-                    clip_norm=o.clip_norm,
-                ),
-                "training": training or {},
-                "data_fingerprint": data_fingerprint,
-                "metrics": metrics or {},
-                "files": files,
-            }
+            fields = manifest_fields(
+                model, name, parent_version, online_steps, training, data_fingerprint, metrics
+            )
+            fields["files"] = files
             with self._lock(name):
                 _step("locked")
                 self._remove_stale_tmp(model_dir)
@@ -319,82 +277,4 @@ class ModelStore:
             if version is None:
                 raise UnknownVersion(self.model_dir(name), "no versions of this model")
         manifest = self.read_manifest(name, version)
-        vdir = self.version_dir(name, version)
-        for fname in (WEIGHTS, OPTIMIZER):
-            if fname not in manifest.files:
-                raise CorruptVersion(vdir / MANIFEST, f"does not list {fname}")
-        present = {p.name for p in vdir.iterdir()} - {MANIFEST}
-        for fname in sorted(present - set(manifest.files)):
-            raise CorruptVersion(vdir / fname, "file not listed in the manifest")
-        for fname, digest in manifest.files.items():
-            fpath = vdir / fname
-            if "/" in fname or not fpath.is_file() or fpath.is_symlink():
-                raise CorruptVersion(fpath, "missing file")
-            if _sha256(fpath) != digest:
-                raise CorruptVersion(
-                    fpath, "sha256 does not match the manifest (corrupt or changed)"
-                )
-        arch = manifest.architecture
-        try:
-            net = Network(
-                arch.sizes,
-                arch.activations[:-1],
-                arch.activations[-1],
-                arch.loss,
-                dtype=manifest.dtype,
-                seed=None,
-            )
-        except (ValueError, TypeError) as exc:
-            raise CorruptVersion(vdir / MANIFEST, f"invalid architecture: {exc}") from None
-        tensors = self._read_tensors(vdir / WEIGHTS)
-        expected = {}
-        for i, (w, b) in enumerate(zip(net.weights, net.biases)):
-            expected[f"layer{i}.weight"], expected[f"layer{i}.bias"] = w, b
-        if set(tensors) != set(expected):
-            raise CorruptVersion(
-                vdir / WEIGHTS, f"tensors {sorted(tensors)} do not match the architecture"
-            )
-        for key, dst in expected.items():
-            src = tensors[key]
-            if src.shape != dst.shape or src.dtype != dst.dtype:
-                raise CorruptVersion(
-                    vdir / WEIGHTS,
-                    f"{key} is {src.dtype} {src.shape}, the manifest says {dst.dtype} {dst.shape}",
-                )
-            dst[...] = src
-        opt = self._read_tensors(vdir / OPTIMIZER)
-        velocity, step = opt.get("velocity"), opt.get("step")
-        if (
-            velocity is None
-            or step is None
-            or velocity.shape != net.params.shape
-            or velocity.dtype != net.dtype
-        ):
-            raise CorruptVersion(
-                vdir / OPTIMIZER, "optimizer state does not match the architecture"
-            )
-        try:
-            pre, targets = prep_from_manifest(
-                manifest.preprocessing.model_dump(exclude_none=True), manifest.targets
-            )
-            if manifest.inputs.n_features != pre.n_columns:
-                raise ValueError(f"inputs do not match the {pre.n_columns} preprocessed columns")
-            model = Model(
-                net,
-                pre,
-                manifest.labels,
-                manifest.inputs.feature_names,
-                SGD(**manifest.optimizer.model_dump()),
-                {"velocity": velocity.copy(), "step": np.asarray(step[0], dtype=np.int64).copy()},
-                targets,
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CorruptVersion(vdir / MANIFEST, str(exc)) from None
-        return model, manifest
-
-    @staticmethod
-    def _read_tensors(path: Path) -> dict[str, np.ndarray]:
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CorruptVersion(path, f"unreadable safetensors file ({exc})") from None
+        return read_model(self.version_dir(name, version), manifest), manifest

@@ -8,6 +8,7 @@
   state as named arrays apart from its hyperparameters;
 - ``trainer``: the epoch loop (shuffling, batches, schedules, validation, early
   stopping, callbacks);
+- ``layout``: the flat parameter array's views, the forward cache, the input checks;
 - ``blas``: the BLAS calls the optimizer step makes.
 
 Data, preprocessing, the model and its manifest, the store and the journal live

@@ -74,8 +74,8 @@ def _identity_back(z: Array, a: Array, g: Array) -> Array:
 
 def _softmax(z: Array, out: Array | None = None) -> Array:
     # Works on a transposed copy (classes x batch): numpy reduces along a short last
-    # axis one row at a time, but across rows as a few whole-vector operations (the
-    # 1,000-row forward pass of bench/serve_profile.py: 0.786 -> 0.638 ms).  Shifting by
+    # axis one row at a time, but across rows as a few whole-vector operations
+    # (BENCHMARKS.md, Serving: the 1,000-row forward pass before and after).  Shifting by
     # each sample's maximum keeps exp() in range for any finite input.
     t = np.atleast_2d(z).T.copy()  # a copy always (ascontiguousarray may return a view)
     t -= t.max(axis=0)

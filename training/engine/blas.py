@@ -5,8 +5,8 @@ v <- mu v - eta g; w <- w + v is four passes over the parameters (one per ufunc)
 on one core.  OpenBLAS's axpby (y <- a x + b y) and axpy (y <- a x + y) do it in two
 passes, and split each over the BLAS threads, so with two threads each core updates
 the half of the parameters that it holds in its cache after the gradient product.
-Measured in the training loop (784-512-512-10, batch 128, two threads): the step went
-from 398 to 285 us (`bench/train_profile.py 784-512-512-10 128 --threads 2 --step both`).
+BENCHMARKS.md ("The optimizer step on BLAS") has the step timed both ways in the training
+loop (`bench/train_profile.py 784-512-512-10 128 --threads 2 --step both`).
 
 numpy exposes no level-1 BLAS, so the two routines are called through ctypes on the very
 library numpy loaded (found by threadpoolctl), never on a second copy with a thread pool

@@ -7,7 +7,7 @@ reference.  Rows are samples: a batch is a (batch x features) matrix and z = a W
 with W of shape (n_in, n_out) (scikit-learn's ``coefs_`` layout; Nielsen's W is its
 transpose).  BP4, dC/dW = delta a^T per sample, is then a^T delta for the batch.  This
 layout was measured faster than (n_out, n_in) for the products that dominate training
-(bench/train_bench.py): x W and a^T delta on the wide first layer.
+(bench/train_bench.py, BENCHMARKS.md): x W and a^T delta on the wide first layer.
 
 Each bias vector is stored right after its weight matrix, so the two together are one
 (n_in + 1, n_out) matrix whose last row is b.  Training gives every layer's input a
@@ -18,88 +18,16 @@ its last row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import pairwise
-
 import numpy as np
 
+from training.engine import layout
 from training.engine.activations import Activation, get_activation
+from training.engine.layout import Cache, Gradients, n_parameters, with_ones
 from training.engine.losses import Loss, get_loss
 
 Array = np.ndarray
 DTYPES = {"float32": np.float32, "float64": np.float64}
 INITS = ("gaussian", "xavier", "he")
-
-
-@dataclass
-class Cache:
-    """What the forward pass keeps for the backward pass: z^l and a^l for every layer.
-
-    ``inputs[l]`` is layer l's input with a column of ones appended, ``zs[l]`` its
-    weighted input, ``output`` the last layer's activations.
-    """
-
-    zs: list[Array]
-    inputs: list[Array]
-    output: Array
-
-    @property
-    def activations(self) -> list[Array]:
-        """a^0 (the input batch) to a^L, without the ones columns."""
-        return [a[:, :-1] for a in self.inputs] + [self.output]
-
-
-@dataclass
-class Gradients:
-    """dC/dparams in the network's flat layout, with per-layer views for reading."""
-
-    flat: Array
-    weights: list[Array]
-    biases: list[Array]
-
-
-def _augmented_views(flat: Array, sizes: list[int]) -> list[Array]:
-    """Each layer's [W; b] as one (n_in + 1, n_out) matrix."""
-    views, at = [], 0
-    for n_in, n_out in pairwise(sizes):
-        views.append(flat[at : at + (n_in + 1) * n_out].reshape(n_in + 1, n_out))
-        at += (n_in + 1) * n_out
-    return views
-
-
-def with_ones(x: Array) -> Array:
-    """``x`` with a column of ones appended: the input a layer's [W; b] product needs."""
-    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
-    out[:, :-1] = x
-    out[:, -1] = 1
-    return out
-
-
-def _layer_views(flat: Array, sizes: list[int]) -> tuple[list[Array], list[Array]]:
-    weights, biases, at = [], [], 0
-    for n_in, n_out in pairwise(sizes):
-        weights.append(flat[at : at + n_in * n_out].reshape(n_in, n_out))
-        at += n_in * n_out
-        biases.append(flat[at : at + n_out])
-        at += n_out
-    return weights, biases
-
-
-def n_parameters(sizes: list[int]) -> int:
-    return sum(n_out * (n_in + 1) for n_in, n_out in pairwise(sizes))
-
-
-def _check_sizes(sizes: object) -> list[int]:
-    if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output size, got {sizes!r}")
-    out = []
-    for i, s in enumerate(sizes):
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"layer size {i} must be an integer, got {s!r}")
-        if s < 1:
-            raise ValueError(f"layer size {i} must be at least 1, got {s}")
-        out.append(int(s))
-    return out
 
 
 class Network:
@@ -122,7 +50,7 @@ class Network:
         seed: int | None = 0,
         params: Array | None = None,
     ) -> None:
-        self.sizes = _check_sizes(sizes)
+        self.sizes = layout.check_sizes(sizes)
         n_hidden = len(self.sizes) - 2
         hidden = (
             [hidden_activation] * n_hidden
@@ -152,7 +80,7 @@ class Network:
         n = n_parameters(self.sizes)
         if params is None:
             self.params = np.empty(n, dtype=self.dtype)
-            self.weights, self.biases = _layer_views(self.params, self.sizes)
+            self.weights, self.biases = layout.layer_views(self.params, self.sizes)
             self._initialise(np.random.default_rng(seed))
         else:
             params = np.asarray(params)
@@ -162,7 +90,7 @@ class Network:
                     f"got {params.dtype} {params.shape}"
                 )
             self.params = params
-            self.weights, self.biases = _layer_views(self.params, self.sizes)
+            self.weights, self.biases = layout.layer_views(self.params, self.sizes)
         self._augmented = self.augmented_views(self.params)
 
     # -- description --------------------------------------------------------------
@@ -181,7 +109,7 @@ class Network:
     def decay_mask(self) -> Array:
         """1 where a parameter is a weight, 0 where it is a bias: L2 decays weights only."""
         mask = np.zeros_like(self.params)
-        for w in _layer_views(mask, self.sizes)[0]:
+        for w in layout.layer_views(mask, self.sizes)[0]:
             w[...] = 1
         return mask
 
@@ -190,7 +118,7 @@ class Network:
         new = object.__new__(Network)
         new.__dict__.update(self.__dict__)
         new.params = self.params.copy() if params is None else params
-        new.weights, new.biases = _layer_views(new.params, new.sizes)
+        new.weights, new.biases = layout.layer_views(new.params, new.sizes)
         new._augmented = new.augmented_views(new.params)
         return new
 
@@ -209,10 +137,10 @@ class Network:
     # -- input checks (public API only; the training loop checks its data once) ----
     def check_inputs(self, x: object, what: str = "inputs") -> Array:
         """Return ``x`` as a (batch x n_inputs) array of the network's dtype, or raise."""
-        return _check_matrix(x, self.n_inputs, self.dtype, what)
+        return layout.check_matrix(x, self.n_inputs, self.dtype, what)
 
     def check_targets(self, y: object, n_rows: int) -> Array:
-        y = _check_matrix(y, self.n_outputs, self.dtype, "targets")
+        y = layout.check_matrix(y, self.n_outputs, self.dtype, "targets")
         if y.shape[0] != n_rows:
             raise ValueError(f"targets have {y.shape[0]} rows but inputs have {n_rows}")
         return y
@@ -253,11 +181,11 @@ class Network:
         """``backward`` for targets already checked, into ``out`` (flat, shaped like
         ``params``): the caller chooses the buffer."""
         self.backprop(cache, y, self.augmented_views(out))
-        return Gradients(out, *_layer_views(out, self.sizes))
+        return Gradients(out, *layout.layer_views(out, self.sizes))
 
     def augmented_views(self, flat: Array) -> list[Array]:
         """Each layer's [W; b] block of a flat array shaped like ``params``."""
-        return _augmented_views(flat, self.sizes)
+        return layout.augmented_views(flat, self.sizes)
 
     def backprop(self, cache: Cache, y: Array, g_wbs: list[Array]) -> None:
         """BP1-BP4 into each layer's [dC/dW; dC/db] view (``augmented_views`` of one
@@ -314,25 +242,3 @@ class Network:
     def predict_classes(self, x: Array) -> Array:
         """Index of the largest output per row: the predicted class."""
         return np.argmax(self.predict(x), axis=1)
-
-
-def _check_matrix(x: object, n_cols: int, dtype: np.dtype, what: str) -> Array:
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as exc:  # ragged nested lists
-        raise ValueError(f"{what} must be a rectangular matrix of numbers: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{what} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (batch x {n_cols}), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{what} is an empty batch")
-    if arr.shape[1] != n_cols:
-        raise ValueError(f"{what} must have {n_cols} columns, got {arr.shape[1]}")
-    arr = arr.astype(dtype, copy=False)
-    if not np.isfinite(arr).all():
-        r, c = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{what} contain NaN or Inf (first at row {r}, column {c})")
-    return arr

@@ -56,9 +56,8 @@ def blas_threads(sizes: list[int], batch_size: int, cores: int = 2) -> int:
 
     Two OpenBLAS threads make the products faster, but the element-wise work between
     them slower (the other core holds half of every product's output in its cache), so
-    only products of several million multiply-adds are worth splitting.  Measured on a
-    2-core machine in the real loop: 784x128 at batch 32 is faster on one thread,
-    at batch 128 on two (bench/train_bench.py, BENCHMARKS.md).
+    only products of several million multiply-adds are worth splitting; the shapes it
+    was measured on in the real loop are in BENCHMARKS.md (bench/train_bench.py).
     """
     largest = max(a * b for a, b in pairwise(sizes)) * batch_size
     return cores if largest >= 4_000_000 else 1
@@ -68,10 +67,10 @@ def gathers_ahead(sizes: list[int], batch_size: int, threads: int, cores: int = 
     """Whether a second thread should gather the batches (``train_epoch``'s gather_ahead).
 
     Only when the BLAS leaves a core idle, and only for batches big enough that their
-    copy is worth moving off the training thread: measured on 2 cores with one BLAS
-    thread, 784-128-10 at batch 32 (25,088 values a batch) trains about 10 % faster,
-    784-30-10 at batch 10 (7,840) about 12 % slower, as the rows then arrive from the
-    other core's cache.  With both cores on the BLAS, gathering ahead only competes.
+    copy is worth moving off the training thread; small batches lose, as their rows
+    then arrive from the other core's cache (BENCHMARKS.md, "Gathering the batches on
+    the second core", bench/gather_bench.py).  With both cores on the BLAS, gathering
+    ahead only competes.
     """
     return threads < cores and sizes[0] * batch_size >= 16_384
 
@@ -132,11 +131,11 @@ def _gathered(x: Array, y: Array, order: Array, batch_size: int) -> Iterator[tup
         yield xb, yb
 
 
-# Bytes of rows gathered per hand-over between the threads: about 512 rows of 784
-# float32 features.  Small enough that two chunks stay in the L2 caches, large enough
-# that the hand-over between the threads is paid once per several batches; counted
-# in bytes so that wide rows do not make the buffers large.  Measured on 784-128-10 at
-# batch 32, one BLAS thread: 512 rows gained more than 2,048 or 8,192.
+# Bytes of rows gathered per hand-over between the threads (about 512 rows of 784
+# float32 features): small enough that two chunks stay in the L2 caches, large enough
+# that the hand-over between the threads is paid once per several batches; counted in
+# bytes so that wide rows do not make the buffers large.  The chunk sizes tried are in
+# BENCHMARKS.md ("Gathering the batches on the second core").
 AHEAD_BYTES = 1_600_000
 
 
@@ -181,7 +180,7 @@ def evaluate(net: Network, x: Array, y: Array, chunk: int = 2048) -> tuple[float
     """Mean loss and, for classifiers (one-hot targets), accuracy.
 
     In chunks, because each is copied with its ones column: 2,048 rows keep that copy
-    small beside the data (8,192 took the memory benchmark's peak from 1.78x to 1.91x).
+    small beside the data (a larger chunk raised the peak of BENCHMARKS.md's Memory run).
     """
     total, correct = 0.0, 0
     classifier = is_one_hot(y)
