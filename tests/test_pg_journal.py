@@ -220,6 +220,18 @@ def test_bptrain_publishes_to_the_database(tmp_path, pg_url, db):
     assert elsewhere.versions("tiny") == [1]
     manifest = elsewhere.load("tiny", 1)[1]
     assert "database_url" not in manifest.training  # the URL may hold a password
+    # evaluate reads the version from the database into an empty folder of its own
+    score = ["evaluate", "--name", "tiny", "--format", "digits", "--json"]
+    where = ["--models-dir", str(tmp_path / "scorer"), "--database-url", pg_url]
+    out = subprocess.run(
+        [sys.executable, "-m", "training", *score, *where],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert json.loads(out.stdout)["version"] == 1
 
 
 class LostLock(PostgresJournal):
