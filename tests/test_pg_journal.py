@@ -13,9 +13,9 @@ import pytest
 from service.registry import Hooks, Registry
 from tests.server import DEFAULT_MODEL, make_store
 from training.data import load_digits
-from training.errors import JournalConflict, StorageUnavailable
+from training.errors import JournalConflict, StorageUnavailable, UnknownVersion
 from training.journal import Position, Record
-from training.pg_db import SCHEMA_VERSION, Database, migrate
+from training.pg_db import MIGRATIONS, SCHEMA_VERSION, Database, migrate
 from training.pg_journal import PostgresJournal
 from training.pg_store import PgStore
 from training.store import ModelStore
@@ -38,10 +38,28 @@ def test_schema_created_once_and_a_newer_one_refused(pg_url, db):
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert migrate(conn) == SCHEMA_VERSION  # a second start: nothing to do
         versions = conn.execute("SELECT version FROM bpserve_schema").fetchall()
-        assert versions == [(SCHEMA_VERSION,)]
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         conn.execute("INSERT INTO bpserve_schema VALUES (%s)", [SCHEMA_VERSION + 1])
         with pytest.raises(RuntimeError, match="newer than this bpserve"):
             migrate(conn)
+
+
+def test_a_schema_1_database_migrates_its_versions_to_live(pg_url, db):
+    """Versions published before the pending state existed stay listed and loadable."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "DROP TABLE bpserve_version_files, bpserve_versions, bpserve_journal, bpserve_schema"
+        )
+        conn.execute(MIGRATIONS[1])
+        conn.execute("CREATE TABLE bpserve_schema (version integer PRIMARY KEY)")
+        conn.execute("INSERT INTO bpserve_schema VALUES (1)")
+        conn.execute(
+            "INSERT INTO bpserve_versions (model, version, manifest_sha256) VALUES "
+            "('old', 1, 'x'), ('old', 2, 'y')"
+        )
+        assert migrate(conn) == SCHEMA_VERSION == 2
+        rows = conn.execute("SELECT version, state FROM bpserve_versions ORDER BY 1").fetchall()
+    assert rows == [(1, "live"), (2, "live")]
 
 
 def test_the_server_probes_a_writer_that_may_vanish_with_the_lock(db):
@@ -196,6 +214,30 @@ def test_store_seeds_an_empty_database_and_an_empty_cache_fetches(tmp_path, db):
     (seeded / "digits" / "2" / "manifest.json").write_text("{}")
     assert a.load("digits", 2)[1].version == 2
     assert ModelStore(seeded).load("digits", 2)[1].version == 2
+
+
+def test_a_snapshots_version_is_hidden_until_its_compaction_commits(tmp_path, db):
+    seeded = make_store(tmp_path / "a")
+    a = PgStore(seeded, db)
+    assert a.sync() == [("digits", 1)]
+    model, _ = a.load("digits", 1)
+    # Published for a snapshot, then the process dies before the compaction.
+    assert a.save_pending("digits", model, parent_version=1) == 2
+    for store in (a, PgStore(tmp_path / "b", db)):
+        assert store.versions("digits") == [1] and store.latest("digits") == 1
+        with pytest.raises(UnknownVersion):
+            store.load("digits", 2)
+    assert not (seeded / "digits" / "2").exists()  # staged aside, so
+    assert PgStore(seeded, db).sync() == []  # a restart does not seed it
+    # The next snapshot drops it and takes its number; its compaction makes it live.
+    assert a.save_pending("digits", model, parent_version=1, online_steps=3) == 2
+    j = PostgresJournal(db, "digits")
+    with j.locked():
+        j.rebase(Record("base", {"version": 2, "segment": "s2"}))
+    assert a.versions("digits") == [1, 2]
+    assert a.load("digits", 2)[1].online_steps == 3  # the staged copy, moved into the cache
+    assert not (seeded / ".pending" / "digits" / "2").exists()
+    assert PgStore(tmp_path / "b", db).load("digits", 2)[1].online_steps == 3  # fetched
 
 
 def test_bptrain_publishes_to_the_database(tmp_path, pg_url, db):

@@ -32,7 +32,7 @@ log = logging.getLogger("bpserve")
 __all__ = ["Database", "StorageUnavailable", "migrate"]
 
 CHANNEL = "bpserve_journal"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE bpserve_journal (
@@ -64,6 +64,13 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (model, version, file),
         FOREIGN KEY (model, version) REFERENCES bpserve_versions ON DELETE CASCADE
     );
+    """,
+    # A snapshot's version is ``pending`` until the compaction that names it commits
+    # (pg_journal sets it ``live`` in that transaction): listing and loading see only
+    # ``live`` ones.  Versions from before this state existed were all live.
+    2: """
+    ALTER TABLE bpserve_versions ADD COLUMN state text NOT NULL DEFAULT 'live'
+        CHECK (state IN ('live', 'pending'));
     """,
 }
 # Failures that mean "the server is not there now", as opposed to a bug in a query.

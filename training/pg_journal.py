@@ -15,7 +15,9 @@ step follows.  The row holds the same framed, checksummed bytes ``FileJournal`` 
   ``synchronous_commit`` (and a synchronous standby, across hosts) is durable.
 - Compaction (``rebase``): the new base row and the deletion of every row before it
   commit together, and only after the snapshot's version has been committed to the
-  version store (``pg_store``) by the caller.
+  version store (``pg_store``) by the caller, as ``pending``; the same transaction
+  makes that version ``live``.  So a version no replica can list or load is all a
+  failed compaction leaves: none of them reloads past the steps it still holds.
 - ``Position`` is (segment, seq); a reader at a position of an older segment reads the
   current segment from its base, as after the file journal's replacement.
 """
@@ -50,6 +52,10 @@ _HEAD = "SELECT segment, seq FROM bpserve_journal WHERE model = %s ORDER BY seq 
 _INSERT = """
 INSERT INTO bpserve_journal (model, seq, segment, kind, version, idempotency_key, record)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+# A snapshot's version becomes visible with the compaction onto it (pg_store).
+_GO_LIVE = """
+UPDATE bpserve_versions SET state = 'live' WHERE model = %s AND version = %s AND state = 'pending'
 """
 # The insert and its notification in one statement (sent when it commits).
 _APPEND = """
@@ -170,6 +176,7 @@ class PostgresJournal:
                         "DELETE FROM bpserve_journal WHERE model = %s AND seq < %s",
                         [self.model, seq],
                     )
+                    conn.execute(_GO_LIVE, [self.model, version])
                     conn.execute("SELECT pg_notify(%s, %s)", note)
         except pg_errors.UniqueViolation as exc:
             self._head = None

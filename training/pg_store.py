@@ -13,6 +13,12 @@ its transaction, so concurrent publishers on different hosts get distinct number
 start, versions found in the folder and absent from the database are published to it
 (``sync``), so the committed default model seeds an empty database; a replica whose
 folder is empty serves what the database holds.
+
+A snapshot's version is published ``pending`` (``save_pending``) and only the journal
+compaction onto it makes it ``live``, in that compaction's transaction: until then no
+replica lists or loads it, so a compaction that fails (and a withdraw that fails with
+it) cannot lead another replica to reload past steps the old journal still holds.  Its
+local copy waits in ``.pending/`` and is moved into the cache once it is live.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from training.pg_db import Database
 from training.store import MANIFEST, Manifest, ModelStore, StoreError, check_name, check_version
 
 log = logging.getLogger("bpserve")
+STAGING = ".pending"  # not a model name: ModelStore's listing and ``sync`` skip it
 
 
 def _lock(conn, name: str) -> None:
@@ -42,6 +49,7 @@ class PgStore(ModelStore):
     def __init__(self, root: str | Path, db: Database) -> None:
         super().__init__(root)
         self.db = db
+        self._staging = ModelStore(self.root / STAGING)
 
     # -- listing, from the database ----------
     # While the database is away, listings come from the cache (what this replica has
@@ -49,7 +57,9 @@ class PgStore(ModelStore):
     def names(self) -> list[str]:
         try:
             with self.db.reader() as conn:
-                rows = conn.execute("SELECT DISTINCT model FROM bpserve_versions ORDER BY 1")
+                rows = conn.execute(
+                    "SELECT DISTINCT model FROM bpserve_versions WHERE state = 'live' ORDER BY 1"
+                )
                 return [r[0] for r in rows.fetchall()]
         except StorageUnavailable:
             return super().names()
@@ -59,7 +69,9 @@ class PgStore(ModelStore):
         try:
             with self.db.reader() as conn:
                 rows = conn.execute(
-                    "SELECT version FROM bpserve_versions WHERE model = %s ORDER BY 1", [name]
+                    "SELECT version FROM bpserve_versions WHERE model = %s AND state = 'live' "
+                    "ORDER BY 1",
+                    [name],
                 ).fetchall()
         except StorageUnavailable:
             return super().versions(name)
@@ -69,22 +81,23 @@ class PgStore(ModelStore):
         return check_version(version) in self.versions(name)
 
     def withdraw(self, name: str, version: int) -> None:
-        """Take back a version, unless a journal base names it already (a rebase whose
-        commit was reported lost may have landed: then the version stays)."""
+        """Take back a snapshot's version whose compaction failed: its staged copy first
+        (no database needed), then its row while still ``pending`` (a compaction whose
+        commit was reported lost may have landed: then it is live and stays).  If the
+        row cannot go, it stays pending, never listed, and the next snapshot drops it."""
+        shutil.rmtree(self._staging.version_dir(name, version), ignore_errors=True)
         with self.db.connection() as conn:
-            gone = conn.execute(
-                "DELETE FROM bpserve_versions WHERE model = %(m)s AND version = %(v)s "
-                "AND NOT EXISTS (SELECT 1 FROM bpserve_journal "
-                "WHERE model = %(m)s AND kind = 'base' AND version = %(v)s)",
-                {"m": name, "v": version},
-            ).rowcount
-        if gone and self.version_dir(name, version).is_dir():
-            super().withdraw(name, version)
+            conn.execute(
+                "DELETE FROM bpserve_versions WHERE model = %s AND version = %s "
+                "AND state = 'pending'",
+                [name, version],
+            )
 
     def _digest(self, name: str, version: int) -> str | None:
         with self.db.reader() as conn:
             row = conn.execute(
-                "SELECT manifest_sha256 FROM bpserve_versions WHERE model = %s AND version = %s",
+                "SELECT manifest_sha256 FROM bpserve_versions "
+                "WHERE model = %s AND version = %s AND state = 'live'",
                 [name, version],
             ).fetchone()
         return row[0] if row else None
@@ -105,9 +118,24 @@ class PgStore(ModelStore):
             raise
         if digest is None:
             raise UnknownVersion(self.version_dir(name, version), "no such version")
-        if not local.is_file() or _sha256(local.read_bytes()) != digest:
+        cached = local.is_file() and _sha256(local.read_bytes()) == digest
+        if not cached and not self._promote(name, version, digest):
             self._fetch(name, version)
         return super().load(name, version)
+
+    def _promote(self, name: str, version: int, digest: str) -> bool:
+        """Move this replica's staged copy of a snapshot into the cache, once the
+        database says it is live with that very manifest."""
+        staged = self._staging.version_dir(name, version)
+        if not (staged / MANIFEST).is_file() or _sha256((staged / MANIFEST).read_bytes()) != digest:
+            return False
+        model_dir = self.model_dir(name)
+        dio.mkdir(model_dir, parents=True, exist_ok=True)
+        with self._lock(name):
+            self._discard_cached(name, version, quiet=True)
+            dio.rename(staged, model_dir / str(version))
+            dio.fsync_path(model_dir)
+        return True
 
     def _fetch(self, name: str, version: int) -> None:
         """Copy a version from the database into the cache (complete or absent)."""
@@ -139,22 +167,43 @@ class PgStore(ModelStore):
 
     # -- publishing ----------
     def save(self, name: str, model: Model, **fields: Any) -> int:
-        """Publish the next version: numbered by the database, committed before return."""
+        """Publish the next version, live: numbered by the database, committed before
+        return (bptrain)."""
+        return self._publish(name, model, False, fields)
+
+    def save_pending(self, name: str, model: Model, **fields: Any) -> int:
+        """Publish a snapshot's version as ``pending``: no replica lists or loads it
+        until the journal compaction onto it commits and makes it live.  The caller holds
+        the model's journal lock, so any other pending version is one whose compaction
+        failed: it goes first (its number may be reused; no replica has a copy)."""
+        return self._publish(name, model, True, fields)
+
+    def _publish(self, name: str, model: Model, pending: bool, fields: dict[str, Any]) -> int:
         if fields.pop("version", None) is not None:
             raise ValueError("the database numbers the versions")
+        # A pending version waits in a staging folder that the cache never lists or seeds.
+        into: ModelStore = self._staging if pending else self
         saved: int | None = None
         try:
             with self.db.connection() as conn, conn.transaction():
                 _lock(conn, name)
+                if pending:
+                    conn.execute(
+                        "DELETE FROM bpserve_versions WHERE model = %s AND state = 'pending'",
+                        [name],
+                    )
+                    shutil.rmtree(self._staging.model_dir(name), ignore_errors=True)
                 row = conn.execute(
                     "SELECT max(version) FROM bpserve_versions WHERE model = %s", [name]
                 ).fetchone()
                 version = int(row[0] or 0) + 1
                 self._discard_cached(name, version)  # a local version the database never had
-                saved = super().save(name, model, version=version, **fields)
-                self._insert(conn, name, version)
+                saved = ModelStore.save(into, name, model, version=version, **fields)
+                self._insert(conn, name, version, into, "pending" if pending else "live")
         except BaseException:
-            if saved is not None:  # not committed: never to be seeded from here on a restart
+            if saved is not None and pending:  # not committed: the staged copy goes
+                shutil.rmtree(into.version_dir(name, saved), ignore_errors=True)
+            elif saved is not None:  # not committed: never to be seeded on a restart
                 self._discard_cached(name, saved, quiet=True)
             raise
         return version
@@ -172,12 +221,14 @@ class PgStore(ModelStore):
                 extra={"event": "cache_replaced", "model": name, "version": version},
             )
 
-    def _insert(self, conn, name: str, version: int) -> None:
-        vdir = self.version_dir(name, version)
+    @staticmethod
+    def _insert(conn, name: str, version: int, source: ModelStore, state: str = "live") -> None:
+        vdir = source.version_dir(name, version)
         files = {p.name: p.read_bytes() for p in sorted(vdir.iterdir()) if p.is_file()}
         conn.execute(
-            "INSERT INTO bpserve_versions (model, version, manifest_sha256) VALUES (%s, %s, %s)",
-            [name, version, _sha256(files[MANIFEST])],
+            "INSERT INTO bpserve_versions (model, version, manifest_sha256, state) "
+            "VALUES (%s, %s, %s, %s)",
+            [name, version, _sha256(files[MANIFEST]), state],
         )
         with conn.cursor() as cur:
             cur.executemany(
@@ -212,7 +263,7 @@ class PgStore(ModelStore):
                     except StoreError as exc:
                         log.error("not published: %s", exc)
                         continue
-                    self._insert(conn, name, version)
+                    self._insert(conn, name, version, local)
                     published.append((name, version))
         for name, version in published:
             log.info("seeded", extra={"event": "seeded", "model": name, "version": version})

@@ -156,6 +156,12 @@ class ModelStore:
         return versions[-1] if versions else None
 
     # -- saving --------------------------------------------------------------------------
+    def save_pending(self, name: str, model: Model, **fields: Any) -> int:
+        """Publish a snapshot's version, whose journal compaction comes next.  Here it is
+        ``save``: the file journal's base follows under the same lock, and a reload to
+        it is a hot reload of this host.  A shared store hides it until then (pg_store)."""
+        return self.save(name, model, **fields)
+
     def save(
         self,
         name: str,

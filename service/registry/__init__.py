@@ -153,7 +153,7 @@ class Registry:
     def _snapshot_locked(self, cur: Served, key: str | None, digest: str) -> dict[str, Any]:
         """Publish ``cur`` (caught up, both locks held) and compact the journal to it."""
         name = cur.name
-        version = self.store.save(
+        version = self.store.save_pending(
             name,
             cur.model,
             parent_version=cur.version,
@@ -174,7 +174,8 @@ class Registry:
             self.follower.rebase(name, version, pinned=cur.pinned, **mine)
         except (StorageError, JournalConflict):
             # The journal still holds the steps: a reload to this version would drop
-            # the ones acknowledged after it, so it goes (if even that fails, it stays).
+            # the ones acknowledged after it, so it goes.  If even that fails, it stays:
+            # in the folder store; a shared store never lists it (pending, pg_store).
             with contextlib.suppress(StorageError):
                 self.store.withdraw(name, version)
             raise
