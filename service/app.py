@@ -9,12 +9,12 @@ import time
 from flask import Flask, g, request
 from threadpoolctl import threadpool_limits
 
-from service import errors, logs, metrics
+from service import consistency, errors, logs, metrics
+from service.backend import open_backend
 from service.registry import Registry
 from service.routes import health, models, predict, train, v2
 from service.routes.common import AppState
 from service.settings import Settings
-from training.store import ModelStore
 
 log = logging.getLogger("bpserve")
 
@@ -28,8 +28,12 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # 413 before reading the body
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    backend = open_backend(settings)
     registry = Registry(
-        ModelStore(settings.models_dir), settings.reload_interval, settings.snapshot_every
+        backend.store,
+        settings.reload_interval,
+        settings.snapshot_every,
+        journals=backend.journals,
     )
     registry.refresh()
     if settings.default_model not in registry.all():
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
         settings, registry, settings.train_secret(), settings.predict_secret()
     )
     errors.register(app)
+    consistency.install(app)
     for bp in (predict.bp, train.bp, models.bp, health.bp, v2.bp):
         app.register_blueprint(bp)
 

@@ -6,7 +6,8 @@ message, details and headers by its class alone; the native API writes the body 
 ``{"error": {"code", "message", "details"?}}``, the V2 API as ``{"error": "..."}``.
 
 Storage answers: ``storage_full`` is 507 (Insufficient Storage); ``storage_error`` (an
-I/O error or a failed fsync) and ``read_only`` are 503, each with ``Retry-After``: the
+I/O error or a failed fsync), ``read_only`` and ``storage_unavailable`` (the database is
+unreachable) are 503, each with ``Retry-After``: the
 step was not stored, nothing changed, and the same request (with the same
 Idempotency-Key) may be sent again once the operator has made room or fixed the disk.
 """
@@ -87,6 +88,8 @@ TABLE: dict[type[BaseException], tuple[int, str]] = {
     engine.StorageFull: (507, "storage_full"),
     engine.StorageReadOnly: (503, "read_only"),
     engine.StorageIOError: (503, "storage_error"),
+    engine.StorageUnavailable: (503, "storage_unavailable"),
+    engine.JournalConflict: (503, "journal_conflict"),
     engine.StorageError: (503, "storage_error"),
 }
 READ_ONLY_RETRY_AFTER = 60
@@ -107,6 +110,11 @@ def answer(exc: BaseException) -> Answer | None:
     if isinstance(exc, engine.StoreError):
         where = "/".join(exc.path.split("/")[-3:])  # model/version/file: no server paths
         message, details = f"{where}: {exc.problem}", {"path": where, "problem": exc.problem}
+    elif isinstance(exc, engine.StorageUnavailable):
+        message = f"{exc}; nothing was acknowledged: retry (predictions go on being served)"
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, engine.JournalConflict):
+        message, headers["Retry-After"] = f"{exc}; send it again", "1"
     elif isinstance(exc, engine.StorageError):
         where = "/".join(exc.path.split("/")[-2:])
         message = f"the model store could not be written ({where}: {exc.op} failed, "

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     keepalive_seconds: float = Field(default=0, ge=0)
     blas_threads: int = Field(default=1, ge=1)
     log_requests: bool = True
+    # postgresql://...: the journal and the version store live in that database, and
+    # models_dir is this replica's cache of it (docs/scaling.md).  Unset: files only.
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(default=4, ge=1)
+    # How long a request with X-Bpserve-Min-Step waits for that step, then 503.
+    min_step_wait: float = Field(default=2.0, ge=0, le=30)
 
     def train_secret(self) -> bytes | None:
         """The token that state-changing endpoints require; None disables them."""

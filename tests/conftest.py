@@ -1,6 +1,9 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.pg import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_RECOGNIZER = ROOT.parent / "shared" / "data" / "code-recognizer" / "testdata.200"
@@ -13,3 +16,21 @@ def code_recognizer_path() -> Path:
             f"shared data set missing: {CODE_RECOGNIZER} (CI clones ../shared beside the repo)"
         )
     return CODE_RECOGNIZER
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL 15 for the session (started on first use, never skipped)."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh database on the session's server; a test that crashed it gets it back."""
+    if not pg_server.running:
+        pg_server.start()
+    return pg_server.create_database()

@@ -123,8 +123,8 @@ def test_wheel_requires_only_runtime_dependencies(tmp_path):
 
 
 def test_kubernetes_manifests_validate_strictly():
-    files = sorted(str(p) for p in (ROOT / "deploy").glob("*.yaml"))
-    assert len(files) >= 4
+    files = sorted(str(p) for p in (ROOT / "deploy").glob("**/*.yaml"))
+    assert len(files) >= 6
     out = subprocess.run(
         [BIN / "kubernetes-validate", "--strict", "-k", "1.30.0", *files],
         capture_output=True,
@@ -159,3 +159,29 @@ def test_deployment_probes_and_secret():
         == docs["PersistentVolumeClaim"]["metadata"]["name"]
     )
     assert volumes["train-token"]["secret"]["secretName"] == docs["Secret"]["metadata"]["name"]
+
+
+def test_replicated_deployment_shares_only_the_database():
+    import yaml
+
+    folder = ROOT / "deploy" / "replicated"
+    docs = {}
+    for p in folder.glob("*.yaml"):
+        doc = yaml.safe_load(p.read_text())
+        docs[doc["kind"]] = doc
+    deployment = docs["Deployment"]
+    assert deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["BPSERVE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert (
+        ref["name"] == docs["Secret"]["metadata"]["name"]
+        and ref["key"] in docs["Secret"]["stringData"]
+    )
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])  # no shared volume
+    cache = env["BPSERVE_MODELS_DIR"]["value"]
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounted[cache]]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"

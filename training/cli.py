@@ -15,6 +15,7 @@ import json
 import sys
 
 from training.data import DataError
+from training.errors import StorageUnavailable
 from training.evaluation import format_report
 from training.options import EvalConfig, TrainConfig, UsageError, eval_config, train_config
 from training.retrain import evaluate, train
@@ -28,6 +29,7 @@ FAILURES: dict[type[Exception], tuple[int, str]] = {
     UsageError: (EXIT_USAGE, "error: "),
     DataError: (EXIT_DATA, "bad data: "),
     StoreError: (EXIT_USAGE, "model store: "),
+    StorageUnavailable: (EXIT_USAGE, "database: "),
     FloatingPointError: (EXIT_DATA, ""),
 }
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = argv[1:]
         cfg = train_config(argv)
         result = train(cfg)
-    except (UsageError, DataError, StoreError, FloatingPointError) as exc:
+    except (UsageError, DataError, StoreError, StorageUnavailable, FloatingPointError) as exc:
         code, prefix = next(v for t, v in FAILURES.items() if isinstance(exc, t))
         print(f"bptrain: {prefix}{exc}", file=sys.stderr)
         return code

@@ -66,6 +66,24 @@ class StorageIOError(StorageError):
     """EIO, a failed fsync, a write that made no progress: the device misbehaved."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage is on another host and cannot be reached now (the database is down,
+    restarting or out of connections): learning answers 503, serving goes on from memory.
+    A write whose commit was cut off may or may not have landed; a replica that reads
+    the journal again finds out, and an Idempotency-Key makes a retry safe."""
+
+    retry_after = 1
+
+    def __init__(self, message: str, op: str = "query", err: int | None = None) -> None:
+        Exception.__init__(self, message)
+        self.path, self.op, self.errno, self.reason = "database", op, err, message
+
+
+class JournalConflict(Exception):
+    """Another writer appended at that sequence number first (or used that
+    Idempotency-Key): nothing of this record was stored; catch up and try again."""
+
+
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 

@@ -77,6 +77,9 @@ class TrainConfig(_Options):
     categorical: list[str] = Field([], description="integer-coded category columns: a,b")
     name: str = Field("model", pattern=NAME, description="model name in the store")
     models_dir: str = Field("models", description="model store folder")
+    database_url: str | None = Field(
+        None, description="publish to this PostgreSQL (postgresql://...), the folder its cache"
+    )
     hidden: list[int] = Field([64], description="hidden layer sizes, e.g. 64,32")
     activation: Activation = Field("relu", description="hidden activation")
     loss: LossName | None = Field(None, description="default: by the task")
@@ -140,6 +143,7 @@ class EvalConfig(_Options):
     format: Format | None = None
     label_column: str | None = None
     models_dir: str = "models"
+    database_url: str | None = Field(None, description="read the version from this PostgreSQL")
     json_output: bool = Field(False, alias="json")
     outputs: bool = Field(False, description="with --json: each row's outputs, as /predict")
 

@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from training.options import EvalConfig, TrainConfig
 
 
+def open_store(root: str, database_url: str | None) -> ModelStore:
+    """The folder store, or PostgreSQL's with the folder as its cache (psycopg is
+    imported only then)."""
+    if not database_url:
+        return ModelStore(root)
+    from training.pg_store import open_store as open_pg
+
+    return open_pg(root, database_url)
+
+
 def _base(cfg: TrainConfig, store: ModelStore, ds: Dataset, source: str) -> Model | None:
     """The stored version ``--init-from`` names, checked against the data."""
     if not cfg.init_from:
@@ -68,7 +78,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     source = cfg.data or "-"
     ds = load(cfg.data, cfg.format, cfg.label_column, cfg.missing)
     check_learnable(ds, source)
-    store = ModelStore(cfg.models_dir)
+    store = open_store(cfg.models_dir, cfg.database_url)
     base = _base(cfg, store, ds, source)
     train_idx, val_idx, test_idx = stratified_split(
         ds, cfg.val_fraction, cfg.test_fraction, cfg.seed
@@ -147,7 +157,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         result["note"] = (
             "matplotlib not installed: no training-curve PNG (pip install 'bpserve[plot]')"
         )
-    training = cfg.model_dump(exclude={"dry_run", "quiet", "json_output", "models_dir"})
+    exclude = {"dry_run", "quiet", "json_output", "models_dir", "database_url"}  # a password
+    training = cfg.model_dump(exclude=exclude)
     if guarded.notes:
         training["divergence_restarts"] = guarded.notes
     parent = (
@@ -189,7 +200,8 @@ def _as_model_targets(ds: Dataset, model: Model, source: str) -> Dataset:
 
 def evaluate(args: EvalConfig) -> dict[str, Any]:
     source = args.data or "-"
-    model, manifest = ModelStore(args.models_dir).load(args.name, args.version)
+    store = open_store(args.models_dir, args.database_url)
+    model, manifest = store.load(args.name, args.version)
     strict = not model.preprocessing.allows_missing
     ds = load(args.data, args.format, args.label_column, "error" if strict else "impute")
     ds = _as_model_targets(ds, model, source)

@@ -156,6 +156,12 @@ class ModelStore:
         return versions[-1] if versions else None
 
     # -- saving --------------------------------------------------------------------------
+    def save_pending(self, name: str, model: Model, **fields: Any) -> int:
+        """Publish a snapshot's version, whose journal compaction comes next.  Here it is
+        ``save``: the file journal's base follows under the same lock, and a reload to
+        it is a hot reload of this host.  A shared store hides it until then (pg_store)."""
+        return self.save(name, model, **fields)
+
     def save(
         self,
         name: str,
@@ -167,8 +173,10 @@ class ModelStore:
         data_fingerprint: str | None = None,
         metrics: dict[str, float | int | None] | None = None,
         extra_files: dict[str, bytes] | None = None,
+        version: int | None = None,
     ) -> int:
-        """Publish ``model`` as the next version of ``name`` and return its number."""
+        """Publish ``model`` as the next version of ``name`` and return its number
+        (``version``: exactly that one, for a store that numbers versions elsewhere)."""
         model_dir = self.model_dir(name)
         dio.mkdir(model_dir, parents=True, exist_ok=True)
         tmp = model_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
@@ -191,7 +199,10 @@ class ModelStore:
             with self._lock(name):
                 _step("locked")
                 self._remove_stale_tmp(model_dir)
-                version = (self.latest(name) or 0) + 1
+                if version is None:
+                    version = (self.latest(name) or 0) + 1
+                elif (model_dir / str(version)).exists():
+                    raise StoreError(model_dir / str(version), "version exists already")
                 manifest = Manifest(version=version, **fields)
                 mpath = tmp / MANIFEST
                 _write_checked(mpath, manifest.model_dump_json(indent=2).encode())

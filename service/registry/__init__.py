@@ -21,8 +21,9 @@ memory itself; the others replay it.  The parts, each with one job:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,13 +35,31 @@ from service.registry.hooks import Hooks
 from service.registry.reloader import Reloader
 from service.registry.versions import Versions
 from service.served import Served
-from training.errors import StorageError
+from training.errors import JournalConflict, StorageError, StorageUnavailable
 from training.journal_format import Journal, Record
 from training.model import Model
 from training.online import NonFiniteStep, apply_step
 from training.store import ModelStore
 
 __all__ = ["Hooks", "JournalFactory", "Registry"]
+CONFLICT_RETRIES = 5  # a shared journal's append lost to another writer: catch up, redo
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _retry_conflicts(method: _M) -> _M:
+    """Run a command again when a journal shared across hosts refused its append because
+    another writer got there first (``JournalConflict``): each try catches up first."""
+
+    @functools.wraps(method)
+    def retrying(self: Registry, name: str, *args: Any, **kwargs: Any) -> Any:
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return method(self, name, *args, **kwargs)
+            except JournalConflict as exc:
+                self.hooks.conflict(name, str(exc))
+        raise StorageUnavailable(f"model {name!r}: the journal kept moving under this step")
+
+    return retrying  # type: ignore[return-value]
 
 
 class Registry:
@@ -134,7 +153,7 @@ class Registry:
     def _snapshot_locked(self, cur: Served, key: str | None, digest: str) -> dict[str, Any]:
         """Publish ``cur`` (caught up, both locks held) and compact the journal to it."""
         name = cur.name
-        version = self.store.save(
+        version = self.store.save_pending(
             name,
             cur.model,
             parent_version=cur.version,
@@ -153,9 +172,10 @@ class Registry:
         mine = {"key": key, "request": digest, "result": result} if key is not None else {}
         try:
             self.follower.rebase(name, version, pinned=cur.pinned, **mine)
-        except StorageError:
+        except (StorageError, JournalConflict):
             # The journal still holds the steps: a reload to this version would drop
-            # the ones acknowledged after it, so it goes (if even that fails, it stays).
+            # the ones acknowledged after it, so it goes.  If even that fails, it stays:
+            # in the folder store; a shared store never lists it (pending, pg_store).
             with contextlib.suppress(StorageError):
                 self.store.withdraw(name, version)
             raise
@@ -172,6 +192,7 @@ class Registry:
             raise
         self.learning.succeeded(name)
 
+    @_retry_conflicts
     def train_step(
         self,
         name: str,
@@ -187,7 +208,9 @@ class Registry:
         model the step is applied to (the caller prepared ``x`` and ``y`` against a
         snapshot that a reload may have replaced since).  Returns ``version``, ``step``,
         ``loss_before``, ``loss_after``: the recorded ones when ``key`` was already
-        applied (and nothing is applied again).
+        applied (and nothing is applied again).  A journal shared across hosts refuses
+        an append another writer got to first (``JournalConflict``): this one then
+        catches up and computes the step again on what is there.
         """
         f = self.follower
         f.known(name)  # 404 before touching the journal

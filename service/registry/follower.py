@@ -33,6 +33,7 @@ from service.errors import ModelUnavailable, UnknownModel
 from service.registry.hooks import Hooks
 from service.registry.versions import Versions
 from service.served import Served
+from training.errors import StorageUnavailable
 from training.journal import FileJournal
 from training.journal_format import Journal, Position, Record
 from training.online import apply_step
@@ -94,8 +95,11 @@ class Follower:
         journal = self.journal(name)
         heard = journal.changes()  # before the position: a change after it moves the counter
         if full_check or heard is None or heard != self._heard.get(name):
-            if journal.position() != served.position:
-                served = self.catch_up(name)
+            try:
+                if journal.position() != served.position:
+                    served = self.catch_up(name)
+            except StorageUnavailable:
+                pass  # a journal on another host is away: serve what this worker holds
             self._heard[name] = heard
         return served
 

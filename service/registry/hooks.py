@@ -53,6 +53,12 @@ class Hooks:
             extra={"event": "journal_foreign_step", "model": name, "segment": segment},
         )
 
+    def conflict(self, name: str, problem: str) -> None:
+        """A shared journal refused an append another writer got to first (retried)."""
+        log.warning(
+            "journal conflict", extra={"event": "conflict", "model": name, "problem": problem}
+        )
+
     def step_refused(self, name: str) -> None:
         metrics.step_refused(name)
 

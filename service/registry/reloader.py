@@ -16,7 +16,7 @@ from service.errors import ModelUnavailable
 from service.registry.follower import Follower
 from service.registry.hooks import Hooks
 from service.registry.versions import Versions
-from training.errors import StorageError
+from training.errors import JournalConflict, StorageError
 from training.store import ModelStore, StoreError
 
 
@@ -50,7 +50,7 @@ class Reloader:
                 else:
                     self.follower.current(name, full_check=True)
                 self._maybe_reload(name)
-            except (StoreError, StorageError, ModelUnavailable) as exc:
+            except (StoreError, StorageError, JournalConflict, ModelUnavailable) as exc:
                 self.versions.problems[name] = {"version": None, "problem": str(exc)}
                 self.hooks.unavailable(name, str(exc))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from flask import current_app, g, request
 
-from service import idempotency
+from service import consistency, idempotency
 from service.bodies import body_of, read_body
 from service.registry import Registry
 from service.schemas import TrainStepResponse
@@ -50,4 +50,5 @@ def step(
     key = idempotency.key_of(request)
     result = state().registry.train_step(name, x, y, learning_rate, momentum, key)
     g.version = result["version"]
+    consistency.note(state().registry, name)
     return TrainStepResponse(model=name, **result).model_dump()

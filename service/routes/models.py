@@ -4,7 +4,7 @@ import os
 
 from flask import Blueprint, jsonify, request
 
-from service import auth, idempotency
+from service import auth, consistency, idempotency
 from service.routes.common import body_of, state
 from service.schemas import LoadRequest, parse
 
@@ -33,7 +33,7 @@ def list_models():
 @bp.get("/models/<name>")
 def describe(name: str):
     st = state()
-    served = st.registry.get(name)
+    served = consistency.served_at_least(st.registry, name, st.settings.min_step_wait)
     m = served.manifest
     return jsonify(
         {
@@ -71,4 +71,6 @@ def load(name: str):
 @bp.post("/models/<name>/snapshot")
 @auth.train_required
 def snapshot(name: str):
-    return jsonify(state().registry.snapshot(name, idempotency.key_of(request)))
+    result = state().registry.snapshot(name, idempotency.key_of(request))
+    consistency.note(state().registry, name)
+    return jsonify(result)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
 
-from service import auth, fastjson, metrics
+from service import auth, consistency, fastjson, metrics
 from service.cells import column_space, model_rows
 from service.routes.common import body_of, state
 from service.schemas import PredictRequest, parse, to_matrix
@@ -26,7 +26,7 @@ def predict(name: str | None = None, version: int | None = None):
     name = name or asked_name or st.settings.default_model
     version = version if version is not None else asked_version
     if version is None:
-        served = st.registry.get(name)
+        served = consistency.served_at_least(st.registry, name, st.settings.min_step_wait)
         model, version = served.model, served.version
     else:
         model, version = st.registry.version(name, version)
