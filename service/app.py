@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from service import consistency, errors, logs, metrics
 from service.backend import open_backend
+from service.learning_state import LearningState
 from service.registry import Registry
 from service.routes import health, models, predict, train, v2
 from service.routes.common import AppState
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
         settings.reload_interval,
         settings.snapshot_every,
         journals=backend.journals,
+        learning=LearningState(settings.state_dir),
     )
     registry.refresh()
     if settings.default_model not in registry.all():

@@ -32,6 +32,9 @@ def on_starting(server):
     path = tempfile.mkdtemp(prefix="bpserve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     server.log.info("metrics folder %s", path)
+    # And one for what the workers must agree on that is not in the store: whether a
+    # model's learning is paused by the storage (service/learning_state.py).
+    os.environ["BPSERVE_STATE_DIR"] = tempfile.mkdtemp(prefix="bpserve-state-")
 
 
 def pre_fork(server, worker):
@@ -74,6 +77,7 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if path.startswith(tempfile.gettempdir()):
-        shutil.rmtree(path, ignore_errors=True)
+    for var in ("PROMETHEUS_MULTIPROC_DIR", "BPSERVE_STATE_DIR"):
+        path = os.environ.get(var, "")
+        if path.startswith(tempfile.gettempdir()):
+            shutil.rmtree(path, ignore_errors=True)

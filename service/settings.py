@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     keepalive_seconds: float = Field(default=0, ge=0)
     blas_threads: int = Field(default=1, ge=1)
     log_requests: bool = True
+    # A folder the workers of one server share for state that is not in the store (set
+    # by the gunicorn config at every start; unset, each process keeps its own).
+    state_dir: Path | None = None
     # postgresql://...: the journal and the version store live in that database, and
     # models_dir is this replica's cache of it (docs/scaling.md).  Unset: files only.
     database_url: SecretStr | None = None

@@ -77,6 +77,17 @@ def assert_whole(server: Server, acked: int, digits) -> None:
     assert "unhandled error" not in server.log.read_text()
 
 
+def learning_on_every_worker(server: Server, workers: int) -> list[dict]:
+    """GET /models/digits on fresh connections until each worker has answered."""
+    seen: dict[int, dict] = {}
+    for _ in range(200):
+        reply = server.request("GET", "/models/digits")[1]
+        seen[reply["worker"]] = reply["learning"]
+        if len(seen) == workers:
+            return list(seen.values())
+    raise AssertionError(f"only workers {sorted(seen)} answered")
+
+
 def test_disk_full_then_grown(tmp_path, digits):
     need_root()
     with tmpfs(tmp_path / "store", "320k") as store:
@@ -94,15 +105,17 @@ def test_disk_full_then_grown(tmp_path, digits):
             assert client.predicts()
             status, reply = server.request("POST", "/models/digits/snapshot", token=TOKEN)
             assert_refused(status, reply, "storage_full")
-            learning = server.request("GET", "/models/digits")[1]["learning"]
-            assert learning["paused"] and learning["reason"] == "storage_full", learning
+            # Every worker says so, also one that has not tried to write since.
+            for learning in learning_on_every_worker(server, 2):
+                assert learning["paused"] and learning["reason"] == "storage_full", learning
             server.stop()  # the restart sees only what was acknowledged, on a full disk
             server.start()
             assert_whole(server, client.acked, digits)
             remount(store, "size=2m")
             for _ in range(3):
                 assert client.step()[0] == 200
-            assert server.request("GET", "/models/digits")[1]["learning"]["paused"] is False
+            for learning in learning_on_every_worker(server, 2):
+                assert learning["paused"] is False, learning
             server.stop()
             server.start()
             assert_whole(server, client.acked, digits)

@@ -72,6 +72,7 @@ class Registry:
         *,
         journals: JournalFactory | None = None,
         hooks: Hooks | None = None,
+        learning: LearningState | None = None,
     ) -> None:
         self.store = store
         self.snapshot_every = snapshot_every
@@ -79,7 +80,7 @@ class Registry:
         self.versions = Versions(store, max_cached_versions, self.hooks)
         self.follower = Follower(self.versions, journals or file_journals(store), self.hooks)
         self.reloader = Reloader(store, self.follower, self.versions, self.hooks, reload_interval)
-        self.learning = LearningState()
+        self.learning = learning or LearningState()
 
     # -- reading ----------
     def get(self, name: str, *, full_check: bool = False) -> Served:
