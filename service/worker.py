@@ -50,6 +50,9 @@ class RecyclingThreadWorker(ThreadWorker):
         s = Settings()
         self.keepalive_requests = s.keepalive_requests
         self.keepalive_seconds = s.keepalive_seconds
+        # Slots go lowest free first, so live workers sit in the first 2 x workers (old
+        # and new side by side during a reload); asked once a turn of the loop, so short.
+        self._slots = range(min(SLOTS, 2 * self.cfg.workers))
 
     @property
     def worker_connections(self) -> int:
@@ -59,9 +62,7 @@ class RecyclingThreadWorker(ThreadWorker):
             return self._connection_limit
         now = time.monotonic()
         others = [
-            _COUNTS[i]
-            for i in range(SLOTS)
-            if i != self.bpserve_slot and now - _STAMPS[i] < STALE_S
+            _COUNTS[i] for i in self._slots if i != self.bpserve_slot and now - _STAMPS[i] < STALE_S
         ]
         if others and self.nr_conns > min(others):
             return self.nr_conns  # not now
