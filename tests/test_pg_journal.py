@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -11,7 +14,7 @@ import psycopg
 import pytest
 
 from service.registry import Hooks, Registry
-from tests.server import DEFAULT_MODEL, make_store
+from tests.server import DEFAULT_MODEL, ROOT, make_store
 from training.data import load_digits
 from training.errors import JournalConflict, StorageUnavailable, UnknownVersion
 from training.journal import Position, Record
@@ -240,24 +243,24 @@ def test_a_snapshots_version_is_hidden_until_its_compaction_commits(tmp_path, db
     assert PgStore(tmp_path / "b", db).load("digits", 2)[1].online_steps == 3  # fetched
 
 
-def test_bptrain_publishes_to_the_database(tmp_path, pg_url, db):
-    import json
-    import subprocess
-    import sys
-
-    from tests.server import ROOT
-
-    flags = "--format digits --name tiny --hidden 8 --epochs 2 --quiet --json"
-    where = ["--models-dir", str(tmp_path / "trainer"), "--database-url", pg_url]
+def bptrain(*args: str) -> dict:
+    """bptrain as a user runs it, its --json answer."""
     out = subprocess.run(
-        [sys.executable, "-m", "training", *flags.split(), *where],
+        [sys.executable, "-m", "training", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    assert json.loads(out.stdout)["version"] == 1
+    return json.loads(out.stdout)
+
+
+def test_bptrain_publishes_to_the_database(tmp_path, pg_url, db):
+
+    flags = "--format digits --name tiny --hidden 8 --epochs 2 --quiet --json"
+    where = ["--models-dir", str(tmp_path / "trainer"), "--database-url", pg_url]
+    assert bptrain(*flags.split(), *where)["version"] == 1
     elsewhere = PgStore(tmp_path / "replica", db)
     assert elsewhere.versions("tiny") == [1]
     manifest = elsewhere.load("tiny", 1)[1]
@@ -265,15 +268,7 @@ def test_bptrain_publishes_to_the_database(tmp_path, pg_url, db):
     # evaluate reads the version from the database into an empty folder of its own
     score = ["evaluate", "--name", "tiny", "--format", "digits", "--json"]
     where = ["--models-dir", str(tmp_path / "scorer"), "--database-url", pg_url]
-    out = subprocess.run(
-        [sys.executable, "-m", "training", *score, *where],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert json.loads(out.stdout)["version"] == 1
+    assert bptrain(*score, *where)["version"] == 1
 
 
 class LostLock(PostgresJournal):
