@@ -20,6 +20,8 @@ Two things keep them spread:
 
 from __future__ import annotations
 
+import select
+import threading
 import time
 from multiprocessing.sharedctypes import RawArray
 
@@ -29,6 +31,7 @@ from service.settings import Settings
 
 SLOTS = 64  # at most this many workers take part in the ledger; the rest accept freely
 STALE_S = 2.0
+LINGER_MS = 2  # how long a thread waits on its connection for the next request
 # Made in the master at import, before any fork: every worker shares the same pages.
 _COUNTS = RawArray("l", SLOTS)
 _STAMPS = RawArray("d", SLOTS)
@@ -53,6 +56,8 @@ class RecyclingThreadWorker(ThreadWorker):
         # Slots go lowest free first, so live workers sit in the first 2 x workers (old
         # and new side by side during a reload); asked once a turn of the loop, so short.
         self._slots = range(min(SLOTS, 2 * self.cfg.workers))
+        self._lingering = 0
+        self._linger_lock = threading.Lock()
 
     @property
     def worker_connections(self) -> int:
@@ -100,3 +105,26 @@ class RecyclingThreadWorker(ThreadWorker):
         ):
             req.must_close = True  # gunicorn then replies "Connection: close" and closes
         return super().handle_request(req, conn)
+
+    def handle(self, conn):
+        keep = super().handle(conn)
+        while keep is True and self.alive and self._next_request_soon(conn):
+            keep = super().handle(conn)
+        return keep
+
+    def _next_request_soon(self, conn) -> bool:
+        if conn.parser.unreader.buf.getvalue():
+            return True
+        with self._linger_lock:
+            if self._lingering >= self.cfg.threads - 1:
+                return False
+            self._lingering += 1
+        try:
+            waiter = getattr(conn, "bpserve_poll", None)
+            if waiter is None:
+                waiter = conn.bpserve_poll = select.poll()
+                waiter.register(conn.sock, select.POLLIN)
+            return bool(waiter.poll(LINGER_MS))
+        finally:
+            with self._linger_lock:
+                self._lingering -= 1
