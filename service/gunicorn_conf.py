@@ -52,6 +52,9 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
+    import gc
+
+    gc.freeze()
     # A stopping gthread worker (gunicorn 27) stops accepting but keeps its copy of the
     # listening socket open while it drains, so the kernel goes on completing new
     # connections that nobody will answer and that are reset when the drain ends.

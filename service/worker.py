@@ -20,18 +20,39 @@ Two things keep them spread:
 
 from __future__ import annotations
 
+import email.utils
+import select
+import threading
 import time
 from multiprocessing.sharedctypes import RawArray
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.settings import Settings
 
 SLOTS = 64  # at most this many workers take part in the ledger; the rest accept freely
 STALE_S = 2.0
+LINGER_MS = 2  # how long a thread waits on its connection for the next request
 # Made in the master at import, before any fork: every worker shares the same pages.
 _COUNTS = RawArray("l", SLOTS)
 _STAMPS = RawArray("d", SLOTS)
+
+
+_date = (0, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """gunicorn's ``util.http_date`` (what the Date header says), made once a second."""
+    global _date
+    if timestamp is not None:
+        return email.utils.formatdate(timestamp, usegmt=True)
+    now = int(time.time())
+    second, text = _date
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date = (now, text)
+    return text
 
 
 def assign_slot(server, worker) -> None:
@@ -53,6 +74,9 @@ class RecyclingThreadWorker(ThreadWorker):
         # Slots go lowest free first, so live workers sit in the first 2 x workers (old
         # and new side by side during a reload); asked once a turn of the loop, so short.
         self._slots = range(min(SLOTS, 2 * self.cfg.workers))
+        self._lingering = 0  # threads waiting on their connection (_next_request_soon)
+        self._queued = 0  # connections handed to the pool and not yet taken by a thread
+        self._linger_lock = threading.Lock()
 
     @property
     def worker_connections(self) -> int:
@@ -83,6 +107,7 @@ class RecyclingThreadWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def run(self) -> None:
+        util.http_date = http_date
         try:
             super().run()
         finally:
@@ -100,3 +125,46 @@ class RecyclingThreadWorker(ThreadWorker):
         ):
             req.must_close = True  # gunicorn then replies "Connection: close" and closes
         return super().handle_request(req, conn)
+
+    def enqueue_req(self, conn) -> None:
+        with self._linger_lock:
+            self._queued += 1
+        super().enqueue_req(conn)
+
+    def handle(self, conn):
+        """One request, then, while the client sends its next one within ``LINGER_MS``,
+        the next ones on the same thread.
+
+        Why: gthread hands every kept-alive connection back to its main thread between
+        requests (a pipe write, two epoll changes, a poll and a queue hand-over back to
+        a pool thread); a client that sends its next request at once, as a load balancer's
+        pooled connection under load does, pays that on every request.  A thread lingers
+        only while no connection is queued for a thread and at least one other thread
+        stays free, so a waiting connection never waits for a lingering one.
+        """
+        with self._linger_lock:
+            self._queued -= 1
+        keep = super().handle(conn)
+        while keep is True and self.alive and self._next_request_soon(conn):
+            keep = super().handle(conn)
+        return keep
+
+    def _next_request_soon(self, conn) -> bool:
+        buffered = bool(conn.parser.unreader.buf.getvalue())  # read with the last request
+        with self._linger_lock:
+            if self._queued:
+                return False  # gthread re-queues this one behind the waiting ones
+            if buffered:
+                return True
+            if self._lingering >= self.cfg.threads - 1:
+                return False
+            self._lingering += 1
+        try:
+            waiter = getattr(conn, "bpserve_poll", None)
+            if waiter is None:
+                waiter = conn.bpserve_poll = select.poll()
+                waiter.register(conn.sock, select.POLLIN)
+            return bool(waiter.poll(LINGER_MS))
+        finally:
+            with self._linger_lock:
+                self._lingering -= 1
