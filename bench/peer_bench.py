@@ -47,8 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -57,100 +55,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from mlserver_peer import TRAIN, VENV, mlserver, mlserver_venv, versions  # noqa: E402
 from serve_bench import rounds_of_wrk, v2_binary_header  # noqa: E402
 from wrk import ensure_wrk, lua_post_bytes, run_wrk  # noqa: E402
 
-from tests.server import Server, free_port, make_store  # noqa: E402
+from tests.server import Server, make_store  # noqa: E402
 
-PINS = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
-VENV = Path(tempfile.gettempdir()) / "bpserve-peer-mlserver-1.7.1"
 ROWS = (1, 100, 1000)
 LOAD = ROOT / "bench" / "grpc_load.py"
 PYTHON_CLIENT = "Python client"
-
-TRAIN = textwrap.dedent(
-    """
-    import sys, joblib, warnings
-    from sklearn.datasets import load_digits
-    from sklearn.neural_network import MLPClassifier
-    warnings.simplefilter("ignore")
-    x, y = load_digits(return_X_y=True)
-    m = MLPClassifier(hidden_layer_sizes=(256,), activation="relu", max_iter=20,
-                      random_state=0).fit(x, y)
-    print([w.shape for w in m.coefs_], round(m.score(x, y), 3))
-    joblib.dump(m, sys.argv[1])
-    """
-)
-
-
-def mlserver_venv() -> Path:
-    """MLServer's own virtual environment, created and pinned on first use."""
-    stamp = VENV / ".installed"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--upgrade", "pip"], check=True)
-        subprocess.run([*pip, *PINS], check=True)
-        stamp.write_text("\n".join(PINS) + "\n")
-    return VENV
-
-
-def versions(venv: Path) -> dict[str, str]:
-    out = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True, text=True
-    ).stdout
-    want = ("mlserver", "mlserver-sklearn", "scikit-learn", "uvloop", "uvicorn", "fastapi")
-    return {
-        k: v
-        for k, v in (line.split("==", 1) for line in out.splitlines() if "==" in line)
-        if k.lower() in want
-    }
-
-
-def mlserver(venv: Path, folder: Path, parallel: int | None) -> tuple[subprocess.Popen, int, int]:
-    """One MLServer on free loopback ports (REST, gRPC), serving the joblib model in ``folder``."""
-    port, grpc_port = free_port(), free_port()
-    settings = {
-        "host": "127.0.0.1",
-        "http_port": port,
-        "grpc_port": grpc_port,
-        "metrics_port": free_port(),
-        "debug": False,
-    }
-    if parallel is not None:
-        settings["parallel_workers"] = parallel
-    (folder / "settings.json").write_text(json.dumps(settings))
-    (folder / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "digits",
-                "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": "./model.joblib", "version": "1"},
-            }
-        )
-    )
-    log = open(folder / "mlserver.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "mlserver"), "start", str(folder)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"mlserver exited:\n{(folder / 'mlserver.log').read_text()[-3000:]}")
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/v2/models/digits/ready")
-            if c.getresponse().status == 200:
-                return proc, port, grpc_port
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    sys.exit(f"mlserver not ready:\n{(folder / 'mlserver.log').read_text()[-3000:]}")
 
 
 def post(port: int, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
@@ -209,10 +122,13 @@ def summary(results: list[dict]) -> list[dict]:
     return out
 
 
-def cases_for(x: np.ndarray, peers: dict[str, tuple[int, int]], bp: int, tmp: Path) -> list:
+def cases_for(
+    x: np.ndarray, peers: dict[str, tuple[int, int]], bp: int, tmp: Path, floors: dict[str, int]
+) -> list:
     """The cases of one row count, each checked once before timing: wrk's (V2 JSON to
-    every server, bpserve's /predict and V2 binary) and the Python client's (MLServer's
-    gRPC in both encodings, bpserve's V2 binary).  ``peers``: label -> (REST, gRPC) port."""
+    every server, bpserve's /predict and V2 binary, and at 1 row the floor apps) and the
+    Python client's (MLServer's gRPC in both encodings, bpserve's V2 binary).
+    ``peers``: label -> (REST, gRPC) port; ``floors``: label -> port."""
     n = len(x)
     v2 = json.dumps(
         {"inputs": [{"name": "input", "shape": [n, 64], "datatype": "FP32", "data": x.tolist()}]}
@@ -252,6 +168,11 @@ def cases_for(x: np.ndarray, peers: dict[str, tuple[int, int]], bp: int, tmp: Pa
         assert status == 200, reply[:300]
         script = lua_post_bytes(tmp / f"b{n}-{len(cases)}.lua", body, hdrs)
         cases.append((label, base + path, n, script))
+    for label, port in floors.items() if n == 1 else ():
+        status, reply = post(port, "/v2/models/digits/infer", v2, jhead)
+        assert status == 200, reply[:300]
+        script = lua_post_bytes(tmp / f"f{port}.lua", v2, jhead)
+        cases.append((label, f"http://127.0.0.1:{port}/v2/models/digits/infer", n, script))
     (tmp / f"binary{n}.body").write_bytes(binary)
     argv = ["http", "--port", str(bp), "--path", "/v2/models/digits/infer"]
     argv += ["--body", str(tmp / f"binary{n}.body")]
@@ -262,16 +183,37 @@ def cases_for(x: np.ndarray, peers: dict[str, tuple[int, int]], bp: int, tmp: Pa
     return cases + grpc
 
 
+def start_floors(bp: int, x: np.ndarray, tmp: Path, started: list[Server]) -> dict[str, int]:
+    """bench/floor_app.py's two apps under bpserve's gunicorn settings and worker (2
+    workers), answering bpserve's own V2 reply for these rows: label -> port."""
+    v2 = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32"}]}
+    v2["inputs"][0]["data"] = x.ravel().tolist()
+    status, reply = post(bp, "/v2/models/digits/infer", json.dumps(v2).encode(), {})
+    assert status == 200, reply[:300]
+    floors = {}
+    for label, app in (
+        ("floor: bare WSGI, fixed reply", "bench.floor_app:app"),
+        ("floor: Flask route, fixed reply", "bench.floor_app:flask_app"),
+    ):
+        store = make_store(tmp / f"floor-{len(floors)}")
+        server = Server(store, app=app, log_requests="false", floor_reply=reply.decode())
+        started.append(server.start())
+        floors[label] = server.port
+    return floors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="per case and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--no-floor", action="store_true", help="leave out the floor apps")
     args = parser.parse_args()
     wrk = ensure_wrk()
     venv = mlserver_venv()
     rng = np.random.default_rng(0)
     procs: list[subprocess.Popen] = []
+    procs_bp: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_file = tmp / "model.joblib"
@@ -292,10 +234,11 @@ def main() -> None:
                 proc, port, grpc_port = mlserver(venv, folder, parallel)
                 procs.append(proc)
                 peers[label] = (port, grpc_port)
+            xs = [rng.uniform(0, 16, size=(n, 64)).round(2).astype(np.float32) for n in ROWS]
+            floors = {} if args.no_floor else start_floors(bp.port, xs[0], tmp, procs_bp)
             cases = []
-            for n in ROWS:
-                x = rng.uniform(0, 16, size=(n, 64)).round(2).astype(np.float32)
-                cases += cases_for(x, peers, bp.port, tmp)
+            for x in xs:
+                cases += cases_for(x, peers, bp.port, tmp, floors)
             results = rounds_of_wrk(
                 wrk, "", cases, args.seconds, args.connections, args.rounds, run=run_case
             )
@@ -308,6 +251,8 @@ def main() -> None:
                 print(json.dumps(s), flush=True)
         finally:
             bp.stop()
+            for server in procs_bp:
+                server.stop()
             for proc in procs:  # each in its own process group: the pool's process too
                 os.killpg(proc.pid, signal.SIGTERM)
             for proc in procs:

@@ -1,3 +1,12 @@
+import os
+
+# One BLAS thread in the test process, as in every server and bptrain run the tests start
+# (they inherit this environment; the service's default is one too).  On some CPUs
+# OpenBLAS's multi-threaded GEMM sums in another order (seen on AMD EPYC, Haswell kernels,
+# OpenBLAS 0.3.31), and tests compare the server's output bits with the test process's.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from collections.abc import Iterator
 from pathlib import Path
 

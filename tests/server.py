@@ -39,8 +39,11 @@ def serve_copy(tmp: Path, **env: Any) -> Iterator[Server]:
 
 
 class Server:
-    def __init__(self, models_dir: Path, **env: Any) -> None:
+    def __init__(self, models_dir: Path, *, app: str | None = None, **env: Any) -> None:
+        """``app``: another WSGI app (module:name) under the same gunicorn settings and
+        worker, for the benchmarks' floor cases; bpserve's own when None."""
         self.models_dir = models_dir
+        self.app = app
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -56,7 +59,8 @@ class Server:
     def start(self, ready: bool = True) -> Server:
         self._logf = open(self.log, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"],
+            [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf"]
+            + ([self.app] if self.app else []),
             cwd=ROOT,
             env=self.env,
             stdout=self._logf,

@@ -227,10 +227,11 @@ class Network:
         """``predict`` for rows already checked (by ``check_inputs`` or the caller).
 
         Adds each bias instead of giving the rows a ones column as training does: with no
-        backward pass to feed, the ones column would only cost a copy of the rows.  Each
-        activation overwrites its own z, which nothing else reads: the values are the same
-        bit for bit, and a 1,000-row request works in memory it has just written instead
-        of a fresh megabyte per layer.
+        backward pass to feed, the ones column would only cost a copy of the rows (the
+        sums then agree with training's to a few ulp, bit for bit only where the BLAS
+        kernel adds the bias row last).  Each activation overwrites its own z, which
+        nothing else reads: that changes no bit, and a 1,000-row request works in memory
+        it has just written instead of a fresh megabyte per layer.
         """
         a = x
         for w, b, act in zip(self.weights, self.biases, self.layers):
