@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    CliDualFlag,
     CliPositionalArg,
     CliSettingsSource,
     PydanticBaseSettingsSource,
@@ -96,6 +97,11 @@ class TrainConfig(_Options):
     gamma: float = Field(0.5, gt=0, description="factor per step of the step schedule")
     decay: float = Field(0.01, ge=0, description="inverse_time decay per epoch")
     patience: int | None = Field(10, ge=1, description="early stopping patience in epochs")
+    refit: CliDualFlag[bool] = Field(
+        True,
+        description="after early stopping, train again on the training and validation rows "
+        "for the best epoch count (training/refit.py)",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
