@@ -90,7 +90,9 @@ class TrainConfig(_Options):
     lr: float = Field(0.01, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(
+        0.001, ge=0, description="L2 on the weights, not the biases (bench/quality_bench.py)"
+    )
     clip_norm: float | None = Field(None, gt=0)
     schedule: ScheduleName = "constant"
     step_size: int = Field(10, ge=1, description="epochs per step of the step schedule")

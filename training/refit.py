@@ -54,10 +54,11 @@ def applies(enabled: bool, history: History, patience: int | None, n_val: int) -
 
 
 def refit_epochs(
-    best_epoch: int, n_train: int, n_rows: int, batch_size: int, length: str = LENGTH
+    best_epoch: int, n_train: int, n_rows: int, batch_size: int, length: str | None = None
 ) -> int:
     """Epochs for the refit on ``n_rows`` rows, after the best epoch on ``n_train``:
     the same count, or (``length="steps"``) as many optimizer steps as that was."""
+    length = length or LENGTH  # read when called: bench/quality_bench.py sets it
     if length not in LENGTHS:
         raise ValueError(f"unknown refit length {length!r}; expected one of {LENGTHS}")
     if length == "epochs":
