@@ -1,9 +1,10 @@
 """Model quality of bptrain's defaults against scikit-learn's default pipeline.
 
 For every table and seed both sides get the same split (bptrain's stratified split of
-that seed: bptrain trains on the training part and early-stops on the validation part;
-scikit-learn trains on both), and are scored on the same test rows.  bptrain runs as a
-user's ``bptrain --data table.csv`` does (the CSV written here, nothing tuned);
+that seed: bptrain early-stops on the validation part, then refits on both parts for
+the best epoch count; scikit-learn trains on both), and are scored on the same test
+rows.  bptrain runs as a user's ``bptrain --data table.csv`` does (the CSV written here,
+nothing tuned);
 scikit-learn as ``make_pipeline(ColumnTransformer(impute + StandardScaler | impute +
 OneHotEncoder), MLPClassifier() / MLPRegressor())`` with every default.
 
