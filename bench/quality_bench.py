@@ -1,14 +1,15 @@
 """Model quality of bptrain's defaults against scikit-learn's default pipeline.
 
 For every table and seed both sides get the same split (bptrain's stratified split of
-that seed: bptrain trains on the training part and early-stops on the validation part;
-scikit-learn trains on both), and are scored on the same test rows.  bptrain runs as a
-user's ``bptrain --data table.csv`` does (the CSV written here, nothing tuned);
+that seed: bptrain early-stops on the validation part, then refits on both parts for
+the best epoch count; scikit-learn trains on both), and are scored on the same test
+rows.  bptrain runs as a user's ``bptrain --data table.csv`` does (the CSV written here,
+nothing tuned);
 scikit-learn as ``make_pipeline(ColumnTransformer(impute + StandardScaler | impute +
 OneHotEncoder), MLPClassifier() / MLPRegressor())`` with every default.
 
     flock /tmp/bench.lock .venv/bin/python bench/quality_bench.py [--seeds 5] [--tables a,b]
-        [--scaling auto|standard] [--set key=value ...]
+        [--scaling auto|standard] [--refit-length epochs|steps] [--set key=value ...]
 
 Prints one line per table: accuracy (or R^2 x 100) mean and sd over the seeds, training
 wall time per fit (median), restarts of bptrain's divergence guard, and the difference.
@@ -32,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training import columns
+from training import columns, refit
 from training.cli import TrainConfig, train
 from training.data import load, stratified_split
 
@@ -208,14 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         "--scaling", choices=("auto", "standard", "floor", "minmax"), default=columns.SCALING
     )
     p.add_argument("--floor", type=float, default=columns.FLOOR)
+    p.add_argument("--refit-length", choices=refit.LENGTHS, default=refit.LENGTH)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-sklearn", action="store_true")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
-    columns.SCALING, columns.FLOOR = args.scaling, args.floor
+    columns.SCALING, columns.FLOOR, refit.LENGTH = args.scaling, args.floor, args.refit_length
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(
-        f"scaling {args.scaling} (floor range/{args.floor}); "
+        f"scaling {args.scaling} (floor range/{args.floor}); refit length {refit.LENGTH}; "
         f"overrides {overrides or 'none'}; seeds 0-{args.seeds - 1}"
     )
     print(

@@ -9,12 +9,15 @@ import sys
 class Progress:
     """A tqdm bar on a terminal; otherwise (or with --quiet) one plain line per epoch."""
 
-    def __init__(self, epochs: int, plain: bool) -> None:
+    def __init__(self, epochs: int, plain: bool, label: str | None = None) -> None:
         self.bar = None
+        self.prefix = f"{label} " if label else ""  # "refit": which of the two fits
         if not plain:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=epochs, desc=label, unit="epoch", file=sys.stderr, dynamic_ncols=True
+            )
 
     def __call__(self, record: dict) -> None:
         fields = {"loss": f"{record['train_loss']:.4f}"}
@@ -26,8 +29,9 @@ class Progress:
             self.bar.set_postfix(fields, refresh=False)
             self.bar.update(1)
         else:
+            shown = " ".join(f"{k} {v}" for k, v in fields.items())
             print(
-                f"epoch {record['epoch']} " + " ".join(f"{k} {v}" for k, v in fields.items()),
+                f"{self.prefix}epoch {record['epoch']} {shown}",
                 file=sys.stderr,
                 flush=True,
             )

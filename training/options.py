@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    CliDualFlag,
     CliPositionalArg,
     CliSettingsSource,
     PydanticBaseSettingsSource,
@@ -89,13 +90,20 @@ class TrainConfig(_Options):
     lr: float = Field(0.01, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(
+        0.001, ge=0, description="L2 on the weights, not the biases (bench/quality_bench.py)"
+    )
     clip_norm: float | None = Field(None, gt=0)
     schedule: ScheduleName = "constant"
     step_size: int = Field(10, ge=1, description="epochs per step of the step schedule")
     gamma: float = Field(0.5, gt=0, description="factor per step of the step schedule")
     decay: float = Field(0.01, ge=0, description="inverse_time decay per epoch")
     patience: int | None = Field(10, ge=1, description="early stopping patience in epochs")
+    refit: CliDualFlag[bool] = Field(
+        True,
+        description="after early stopping, train again on the training and validation rows "
+        "for the best epoch count (training/refit.py)",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0

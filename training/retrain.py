@@ -10,6 +10,7 @@ same ``rows_of`` / ``Model.prepare`` path the service uses for a request's rows.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,10 +19,11 @@ from training.console import Progress, plot_png
 from training.data import DataError, Dataset, check_learnable, load, stratified_split
 from training.engine.network import Network
 from training.engine.optimizers import SGD
-from training.engine.trainer import Schedule
+from training.engine.trainer import History, Schedule
 from training.evaluation import score
 from training.model import Model
 from training.pipeline import guarded_fit, input_width, new_model, rows_of
+from training.refit import Refitted, Start, applies, refit, refit_epochs, refit_metrics
 from training.store import ModelStore
 
 if TYPE_CHECKING:
@@ -74,6 +76,29 @@ def _new(
     return model, warnings
 
 
+def _refit(
+    cfg: TrainConfig,
+    model: Model,
+    start: Start,
+    part: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    history: History,
+    split: tuple[np.ndarray, np.ndarray],
+    fit_kw: dict[str, Any],
+) -> Refitted | None:
+    """The refit on the training and validation rows (training/refit.py), when early
+    stopping chose the epoch count; None when it did not, or ``--no-refit``."""
+    train_idx, val_idx = split
+    if not applies(cfg.refit, history, cfg.patience, len(val_idx)):
+        return None
+    both = np.concatenate([train_idx, val_idx])
+    epochs = refit_epochs(history.best_epoch, len(train_idx), len(both), cfg.batch_size)
+    progress = Progress(epochs, plain=cfg.quiet or not sys.stderr.isatty(), label="refit")
+    try:
+        return refit(model, start, *part(both), epochs, callback=progress, **fit_kw)
+    finally:
+        progress.close()
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     source = cfg.data or "-"
     ds = load(cfg.data, cfg.format, cfg.label_column, cfg.missing)
@@ -100,25 +125,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return model.transform(rows[idx]), y
 
     validation = part(val_idx) if len(val_idx) else None
+    start = Start.of(model, model.optimizer_state if base is not None else None)
+    fit_kw = dict(
+        batch_size=cfg.batch_size,
+        schedule=Schedule(cfg.schedule, cfg.step_size, cfg.gamma, cfg.decay),
+        seed=cfg.seed,
+    )
     progress = Progress(cfg.epochs, plain=cfg.quiet or not sys.stderr.isatty())
     try:
         guarded = guarded_fit(
             model,
             opt,
             *part(train_idx),
-            state=model.optimizer_state if base is not None else None,
+            state=start.state,
             callback=progress,
             epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
             validation=validation,
-            schedule=Schedule(cfg.schedule, cfg.step_size, cfg.gamma, cfg.decay),
             patience=cfg.patience,
-            seed=cfg.seed,
+            **fit_kw,
         )
     finally:
         progress.close()
+    again = _refit(cfg, model, start, part, guarded.history, (train_idx, val_idx), fit_kw)
+    last = again.guarded if again else guarded
     history = guarded.history
-    model.optimizer_state = guarded.state
+    model.optimizer_state = last.state
     held_out = test_idx if len(test_idx) else (val_idx if len(val_idx) else train_idx)
     scores = score(model, ds.subset(held_out))
     # The figures of the weights being published: the best epoch's when early stopping
@@ -135,12 +166,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         **{f"test_{k}": scores[k] for k in ("r2", "mae", "rmse") if k in scores},
         "epochs_run": len(history.epochs),
         "best_epoch": history.best_epoch,
-        "restarts": guarded.restarts,
-        "learning_rate": guarded.learning_rate,
+        "restarts": guarded.restarts + (last.restarts if again else 0),
+        "learning_rate": last.learning_rate,
         "n_train": len(train_idx),
         "n_val": len(val_idx),
         "n_test": len(test_idx),
+        **refit_metrics(again),
     }
+    notes = guarded.notes + (last.notes if again else [])
     result: dict[str, Any] = {
         "name": cfg.name,
         "version": None,
@@ -148,8 +181,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "metrics": metrics,
         "scores": scores,
     }
-    if warnings or guarded.notes:
-        result["warnings"] = warnings + guarded.notes
+    if warnings or notes:
+        result["warnings"] = warnings + notes
     if cfg.dry_run:
         return result
     png = plot_png(history.epochs)
@@ -159,8 +192,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
     exclude = {"dry_run", "quiet", "json_output", "models_dir", "database_url"}  # a password
     training = cfg.model_dump(exclude=exclude)
-    if guarded.notes:
-        training["divergence_restarts"] = guarded.notes
+    if notes:
+        training["divergence_restarts"] = notes
     parent = (
         int(cfg.init_from.split(":")[1])
         if cfg.init_from and cfg.init_from.startswith(cfg.name + ":")

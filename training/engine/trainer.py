@@ -87,6 +87,8 @@ def train_epoch(
     gather_ahead: bool = False,
 ) -> None:
     """One pass over (x, y) in freshly shuffled mini-batches; x and y must be checked.
+    The last batch, when short, steps with the learning rate times its share of a
+    full batch, so every row of the epoch weighs the same.
 
     ``gather_ahead`` gathers the coming batches on a second thread while this one
     trains: worth it when the BLAS runs on one thread and a core is otherwise idle.
@@ -107,7 +109,13 @@ def train_epoch(
         idx = order[full:]
         cache = net.forward_rows(x[idx])
         net.backprop(cache, y[idx], slots)
-        opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
+        # Its step in proportion to its rows, as if it were that share of a full batch:
+        # a batch of 1 row (353 rows in batches of 32) would otherwise move the weights
+        # as far as 32 rows, on one row's noise, at the very end of every epoch
+        # (BENCHMARKS.md, "Quality of the defaults": diabetes).
+        lr = opt.learning_rate if learning_rate is None else learning_rate
+        share = len(idx) / batch_size
+        opt.step(net.params, grads, state, learning_rate=lr * share, decay_mask=decay_mask)
 
 
 def _gather_into(x: Array, y: Array, idx: Array, xb: Array, yb: Array, take: bool) -> None:
