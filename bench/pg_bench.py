@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from steal import Steal  # noqa: E402
 
 from tests.pg import PgServer  # noqa: E402
+from tests.replicas import PROBE, TOKEN, batch, call  # noqa: E402
 from tests.server import Server, make_store  # noqa: E402
-from tests.test_replicas import PROBE, TOKEN, batch, call  # noqa: E402
 
 
 def steps_per_s(server: Server, start: int, n: int) -> float:

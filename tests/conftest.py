@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.pg import PgServer
+from tests.server import Server, make_store
+from tests.train_token import TOKEN
+from training.data import load_digits
+from training.pg_db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_RECOGNIZER = ROOT.parent / "shared" / "data" / "code-recognizer" / "testdata.200"
@@ -43,3 +47,51 @@ def pg_url(pg_server: PgServer) -> str:
     if not pg_server.running:
         pg_server.start()
     return pg_server.create_database()
+
+
+@pytest.fixture
+def db(pg_url):
+    d = Database(pg_url, pool_size=2)
+    d.open()
+    yield d
+    d.close()
+
+
+# The replica tests' two servers (tests/test_replica*.py, helpers in tests/replicas.py).
+
+
+@pytest.fixture
+def pair(tmp_path, pg_url):
+    """Replica a seeded with the committed model, replica b with an empty folder."""
+    from tests.replicas import TOKEN as REPLICAS_TOKEN  # here: it loads the digits data
+
+    env = {"database_url": pg_url, "train_token": REPLICAS_TOKEN, "snapshot_every": 0}
+    a = Server(make_store(tmp_path / "a"), workers=2, **env).start()
+    (tmp_path / "b").mkdir()
+    b = Server(tmp_path / "b", workers=2, **env)
+    try:
+        b.start()
+        yield a, b, pg_url
+    finally:
+        for s in (b, a):
+            s.stop()
+
+
+# The service tests' server over real HTTP (tests/test_service*.py; its train token is
+# tests/train_token.py's).  Modules that define their own ``digits`` or ``server`` keep them.
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    return make_store(tmp_path / "models")
+
+
+@pytest.fixture
+def server(store_dir):
+    with Server(store_dir, train_token=TOKEN) as s:
+        yield s

@@ -1,0 +1,5 @@
+"""The train token of the service tests' ``server`` fixture (tests/conftest.py)."""
+
+from __future__ import annotations
+
+TOKEN = "s3cret-token"
