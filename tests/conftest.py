@@ -1,4 +1,5 @@
 import os
+import time
 
 # One BLAS thread in the test process, as in every server and bptrain run the tests start
 # (they inherit this environment; the service's default is one too).  On some CPUs
@@ -64,6 +65,7 @@ def db(pg_url):
 def pair(tmp_path, pg_url):
     """Replica a seeded with the committed model, replica b with an empty folder."""
     from tests.replicas import TOKEN as REPLICAS_TOKEN  # here: it loads the digits data
+    from tests.replicas import call
 
     env = {"database_url": pg_url, "train_token": REPLICAS_TOKEN, "snapshot_every": 0}
     a = Server(make_store(tmp_path / "a"), workers=2, **env).start()
@@ -71,6 +73,18 @@ def pair(tmp_path, pg_url):
     b = Server(tmp_path / "b", workers=2, **env)
     try:
         b.start()
+        # start() saw one worker ready; under a loaded suite b's other worker can still be
+        # loading the model from the database (seen: a step refused 404 there).  Wait
+        # until both workers (told apart by X-Bpserve-Worker) have said ready.
+        ready: set[str] = set()
+        for _ in range(300):
+            status, _, hdrs = call(b.port, "GET", "/readyz")
+            if status == 200:
+                ready.add(hdrs["X-Bpserve-Worker"])
+            if len(ready) == 2:
+                break
+            time.sleep(0.1)
+        assert len(ready) == 2, f"replica b: only workers {ready} became ready"
         yield a, b, pg_url
     finally:
         for s in (b, a):
