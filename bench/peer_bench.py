@@ -122,6 +122,12 @@ def summary(results: list[dict]) -> list[dict]:
     return out
 
 
+def v2_json(x: np.ndarray) -> bytes:
+    """The V2 JSON infer request for these rows, the same bytes to every server."""
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
 def cases_for(
     x: np.ndarray, peers: dict[str, tuple[int, int]], bp: int, tmp: Path, floors: dict[str, int]
 ) -> list:
@@ -130,9 +136,7 @@ def cases_for(
     Python client's (MLServer's gRPC in both encodings, bpserve's V2 binary).
     ``peers``: label -> (REST, gRPC) port; ``floors``: label -> port."""
     n = len(x)
-    v2 = json.dumps(
-        {"inputs": [{"name": "input", "shape": [n, 64], "datatype": "FP32", "data": x.tolist()}]}
-    ).encode()
+    v2 = v2_json(x)
     rows = tmp / f"x{n}.npy"
     np.save(rows, x)
     jhead = {"Content-Type": "application/json"}
@@ -186,9 +190,7 @@ def cases_for(
 def start_floors(bp: int, x: np.ndarray, tmp: Path, started: list[Server]) -> dict[str, int]:
     """bench/floor_app.py's two apps under bpserve's gunicorn settings and worker (2
     workers), answering bpserve's own V2 reply for these rows: label -> port."""
-    v2 = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32"}]}
-    v2["inputs"][0]["data"] = x.ravel().tolist()
-    status, reply = post(bp, "/v2/models/digits/infer", json.dumps(v2).encode(), {})
+    status, reply = post(bp, "/v2/models/digits/infer", v2_json(x), {})
     assert status == 200, reply[:300]
     floors = {}
     for label, app in (
@@ -213,7 +215,7 @@ def main() -> None:
     venv = mlserver_venv()
     rng = np.random.default_rng(0)
     procs: list[subprocess.Popen] = []
-    procs_bp: list[Server] = []
+    floor_servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_file = tmp / "model.joblib"
@@ -235,7 +237,7 @@ def main() -> None:
                 procs.append(proc)
                 peers[label] = (port, grpc_port)
             xs = [rng.uniform(0, 16, size=(n, 64)).round(2).astype(np.float32) for n in ROWS]
-            floors = {} if args.no_floor else start_floors(bp.port, xs[0], tmp, procs_bp)
+            floors = {} if args.no_floor else start_floors(bp.port, xs[0], tmp, floor_servers)
             cases = []
             for x in xs:
                 cases += cases_for(x, peers, bp.port, tmp, floors)
@@ -251,7 +253,7 @@ def main() -> None:
                 print(json.dumps(s), flush=True)
         finally:
             bp.stop()
-            for server in procs_bp:
+            for server in floor_servers:
                 server.stop()
             for proc in procs:  # each in its own process group: the pool's process too
                 os.killpg(proc.pid, signal.SIGTERM)

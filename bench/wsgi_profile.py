@@ -24,12 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from profile_common import ROW
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.server import make_store  # noqa: E402
+from tests.server import make_store
 
 
 def main() -> None:
@@ -49,8 +46,7 @@ def main() -> None:
     from service.app import create_app
 
     app = create_app(watch=False)
-    x = np.random.default_rng(0).uniform(0, 16, size=(1, 64)).round(2).astype(np.float32)
-    tensor = {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": x.ravel().tolist()}
+    tensor = {"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ROW}
     body = json.dumps({"inputs": [tensor]}).encode()
 
     def call(wsgi) -> bytes:

@@ -96,6 +96,7 @@ def train_epoch(
     """
     n = x.shape[0]
     order = rng.permutation(n)
+    lr = opt.learning_rate if learning_rate is None else learning_rate
     decay_mask = net.decay_mask() if opt.weight_decay else None
     grads = np.empty_like(net.params)
     slots = net.augmented_views(grads)
@@ -104,7 +105,7 @@ def train_epoch(
     for xb, yb in gather(x, y, order[:full], batch_size):
         cache = net.forward_ones(xb)
         net.backprop(cache, yb, slots)
-        opt.step(net.params, grads, state, learning_rate=learning_rate, decay_mask=decay_mask)
+        opt.step(net.params, grads, state, learning_rate=lr, decay_mask=decay_mask)
     if full < n:  # the last, short batch
         idx = order[full:]
         cache = net.forward_rows(x[idx])
@@ -113,7 +114,6 @@ def train_epoch(
         # a batch of 1 row (353 rows in batches of 32) would otherwise move the weights
         # as far as 32 rows, on one row's noise, at the very end of every epoch
         # (BENCHMARKS.md, "Quality of the defaults": diabetes).
-        lr = opt.learning_rate if learning_rate is None else learning_rate
         share = len(idx) / batch_size
         opt.step(net.params, grads, state, learning_rate=lr * share, decay_mask=decay_mask)
 
