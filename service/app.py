@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, g, request
 from threadpoolctl import threadpool_limits
@@ -20,13 +22,31 @@ from service.settings import Settings
 log = logging.getLogger("bpserve")
 
 
+class BpserveFlask(Flask):
+    """Flask, with the answer of ``ensure_sync`` kept per function.
+
+    Flask asks it for every hook and view on every request, and each answer inspects the
+    function's code flags again; bpserve's functions do not change once registered.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        sync = self._sync.get(func)
+        if sync is None:
+            sync = self._sync[func] = super().ensure_sync(func)
+        return sync
+
+
 def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask:
     settings = settings or Settings()
     logs.setup()
     # Each worker's BLAS to its own thread(s), so that workers do not oversubscribe cores.
     threadpool_limits(settings.blas_threads, user_api="blas")
 
-    app = Flask(__name__)
+    app = BpserveFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # 413 before reading the body
     app.json.sort_keys = False  # type: ignore[attr-defined]
     backend = open_backend(settings)
@@ -68,9 +88,12 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
 
     @app.after_request
     def _record(resp):
-        seconds = time.perf_counter() - g.get("t0", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        model, version = g.get("model", ""), g.get("version", "")
+        # The context-local proxies resolve on every use: each is resolved once here.
+        here, req = g._get_current_object(), request._get_current_object()
+        seconds = time.perf_counter() - here.get("t0", time.perf_counter())
+        rule = req.url_rule
+        endpoint = rule.rule if rule else "unmatched"
+        model, version = here.get("model", ""), here.get("version", "")
         metrics.request(endpoint, resp.status_code, seconds, model, str(version))
         # Which worker answered: lets a client (and the tests) see that all of them agree.
         resp.headers["X-Bpserve-Worker"] = str(os.getpid())
@@ -78,13 +101,13 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> Flask
             log.info(
                 "request",
                 extra={
-                    "method": request.method,
-                    "path": request.path,
+                    "method": req.method,
+                    "path": req.path,
                     "status": resp.status_code,
                     "ms": round(seconds * 1000, 3),
                     "model": model or None,
                     "version": version or None,
-                    "rows": g.get("rows"),
+                    "rows": here.get("rows"),
                 },
             )
         return resp

@@ -27,10 +27,20 @@ def read_body(request: Request) -> bytes:
     hook); a chunked one is read one byte past the cap here, because werkzeug would cut
     it silently at the limit and the client would hear "malformed JSON" instead.
     """
-    if request.content_length is not None:
-        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    length = request.content_length
+    if length is not None:
+        # Read straight from the server's stream: the length is checked against the cap
+        # already, and werkzeug's own reader (a limiting wrapper around the stream, built
+        # per request) would only check it again.
+        data = stream.read(length)
+        if len(data) < length:
+            raise ApiError(
+                400, "incomplete_body", f"the body ended after {len(data)} of {length} bytes"
+            )
+        return data
     limit = current_app.extensions["bpserve"].settings.max_body_bytes
-    data = request.environ["wsgi.input"].read(limit + 1)
+    data = stream.read(limit + 1)
     if len(data) > limit:
         raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
     return data

@@ -68,13 +68,31 @@ LEARNING_PAUSED = Gauge(
 )
 
 
+# The children of the per-request metrics by their labels.  ``labels()`` checks and joins
+# the label values and takes a lock on every call; a request's labels recur, so each set
+# is looked up once per worker.  prometheus_client keeps the same children itself (nothing
+# here removes one), so this holds no more than it does.
+_per_request: dict[tuple[str, int, str, str], tuple] = {}
+_rows: dict[tuple[str, int], object] = {}
+
+
 def request(endpoint: str, status: int, seconds: float, model: str, version: str) -> None:
-    REQUESTS.labels(endpoint, str(status), model, version).inc()
-    LATENCY.labels(endpoint, model, version).observe(seconds)
+    key = (endpoint, status, model, version)
+    children = _per_request.get(key)
+    if children is None:
+        children = _per_request[key] = (
+            REQUESTS.labels(endpoint, str(status), model, version),
+            LATENCY.labels(endpoint, model, version),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def predicted(model: str, version: int, rows: int) -> None:
-    ROWS.labels(model, str(version)).inc(rows)
+    child = _rows.get((model, version))
+    if child is None:
+        child = _rows[(model, version)] = ROWS.labels(model, str(version))
+    child.inc(rows)  # type: ignore[attr-defined]
 
 
 def train_step(model: str, version: int, loss: float, online) -> None:

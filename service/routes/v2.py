@@ -24,12 +24,12 @@ from pydantic import ValidationError
 from service import auth, errors, metrics, targets
 from service.cells import column_space
 from service.errors import ApiError, validation_problems
+from service.registry import Registry
 from service.routes.common import state, step
 from service.schemas import StepParameters
 from service.v2_codec import (
     HEADER,
     Binary,
-    InferRequest,
     RequestedOutput,
     bytes_tensor,
     find,
@@ -73,8 +73,8 @@ def ready():
     return _json({"ready": ok}, 200 if ok else 503)
 
 
-def _model(name: str, version: str | None):
-    registry = state().registry
+def _model(name: str, version: str | None, registry: Registry | None = None):
+    registry = registry or state().registry
     if version is None:
         served = registry.get(name)
         return served.model, served.version
@@ -125,17 +125,13 @@ def model_ready(name: str, version: str | None = None):
 
 
 # -- inference ----------------------------------------------------------------------------------
-def _body() -> tuple[InferRequest, memoryview]:
-    return read(request, state().settings.max_body_bytes)
-
-
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 @auth.predict_required("inference")
 def infer(name: str, version: str | None = None):
     st = state()
-    req, raw = _body()
-    model, v = _model(name, version)
+    req, raw = read(request, st.settings.max_body_bytes)
+    model, v = _model(name, version, st.registry)
     binary = Binary(raw)
     for t in req.inputs:
         if t.name != "input":
@@ -190,7 +186,7 @@ def infer(name: str, version: str | None = None):
 def train(name: str):
     """bpserve's extension: one online step, as /train-step, from V2 tensors."""
     st = state()
-    req, raw = _body()
+    req, raw = read(request, st.settings.max_body_bytes)
     served = st.registry.get(name)
     model = served.model
     binary = Binary(raw)
