@@ -30,7 +30,6 @@ from service.schemas import StepParameters
 from service.v2_codec import (
     HEADER,
     Binary,
-    RequestedOutput,
     bytes_tensor,
     find,
     read,
@@ -150,15 +149,16 @@ def infer(name: str, version: str | None = None):
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
-    wanted = req.outputs or [RequestedOutput(name=n) for n in available]
+    # (name, parameters) of each output asked for, or of every output the model has
+    wanted = [(o.name, o.parameters) for o in req.outputs] if req.outputs else []
     entries = []
-    for o in wanted:
-        if o.name not in available:
+    for out_name, params in wanted or [(n, {}) for n in available]:
+        if out_name not in available:
             raise ApiError(
-                400, "unknown_output", f"unknown output {o.name!r}; this model has {available}"
+                400, "unknown_output", f"unknown output {out_name!r}; this model has {available}"
             )
-        as_binary = bool(o.parameters.get("binary_data", default_binary))
-        if o.name == "output":
+        as_binary = bool(params.get("binary_data", default_binary))
+        if out_name == "output":
             entry = {"name": "output", "datatype": _dt_name(model), "shape": list(outputs.shape)}
             payload = (
                 outputs.astype(outputs.dtype.newbyteorder("<"), copy=False).tobytes()
