@@ -85,3 +85,36 @@ def test_metrics_count_the_traffic_sent(tmp_path):
     loss = value(scraped, "bpserve_online_loss", **v1)
     assert accuracy in accuracies and accuracy >= accuracies[-1]
     assert loss in losses and loss >= losses[-1]
+
+
+def test_v2_requests_are_counted_under_their_model_and_version(tmp_path):
+    # The V2 routes label their requests as the native ones do: a dashboard that sums
+    # bpserve_requests_total by model must not lose the V2 traffic to model="".
+    digits = load_digits()
+    server_gen = serve_copy(tmp_path, train_token=TOKEN, snapshot_every=0, workers=2)
+    server = next(server_gen)
+    try:
+        rows = digits.x[:3].tolist()
+        tensor = {"name": "input", "shape": [3, 64], "datatype": "FP32", "data": rows}
+        for _ in range(4):
+            status, _ = server.request("POST", "/v2/models/digits/infer", {"inputs": [tensor]})
+            assert status == 200
+        target = {
+            "name": "target",
+            "shape": [3],
+            "datatype": "BYTES",
+            "data": [str(v) for v in digits.y[:3]],
+        }
+        body = {"inputs": [tensor, target]}
+        status, _ = server.request("POST", "/v2/models/digits/train", body, token=TOKEN)
+        assert status == 200
+        scraped = samples(server.request("GET", "/metrics")[1])
+    finally:
+        server_gen.close()
+    requests = "bpserve_requests_total"
+    infer = {"endpoint": "/v2/models/<name>/infer", "status": "200"}
+    assert value(scraped, requests, **infer, model="digits", version="1") == 4
+    assert value(scraped, requests, **infer, model="", version="") == 0
+    train = {"endpoint": "/v2/models/<name>/train", "status": "200", "model": "digits"}
+    assert value(scraped, requests, **train, version="1") == 1
+    assert value(scraped, "bpserve_rows_predicted_total", model="digits", version="1") == 12

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
 
 from service import auth, errors, metrics, targets
@@ -131,6 +131,7 @@ def infer(name: str, version: str | None = None):
     st = state()
     req, raw = read(request, st.settings.max_body_bytes)
     model, v = _model(name, version, st.registry)
+    g.model, g.version = name, v  # the request's metrics and log line, as /predict's
     binary = Binary(raw)
     for t in req.inputs:
         if t.name != "input":
@@ -145,6 +146,7 @@ def infer(name: str, version: str | None = None):
         st.settings.max_rows,
         holes=model.preprocessing.allows_missing,
     )
+    g.rows = len(x)
     outputs = model.output(column_space(model, x))
     metrics.predicted(name, v, len(x))
     available = ["output"] + (["label"] if model.labels is not None else [])
@@ -189,6 +191,7 @@ def train(name: str):
     req, raw = read(request, st.settings.max_body_bytes)
     served = st.registry.get(name)
     model = served.model
+    g.model = name
     binary = Binary(raw)
     net = model.network
     holes = model.preprocessing.allows_missing
@@ -205,6 +208,7 @@ def train(name: str):
     else:
         y = tensor_array(target, binary, net.n_outputs, net.dtype, st.settings.max_rows)
     targets.check_rows(x, y, 400)
+    g.rows = len(x)
     try:
         params = StepParameters.model_validate(
             {k: req.parameters[k] for k in ("learning_rate", "momentum") if k in req.parameters}
