@@ -9,6 +9,7 @@ ordinary in-process registry is used.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -68,31 +69,27 @@ LEARNING_PAUSED = Gauge(
 )
 
 
-# The children of the per-request metrics by their labels.  ``labels()`` checks and joins
-# the label values and takes a lock on every call; a request's labels recur, so each set
-# is looked up once per worker.  prometheus_client keeps the same children itself (nothing
-# here removes one), so this holds no more than it does.
-_per_request: dict[tuple[str, int, str, str], tuple] = {}
-_rows: dict[tuple[str, int], object] = {}
+# Each metric's child per label set, looked up once per worker: ``labels()`` checks and
+# joins the label values and takes a lock on every call, and a request's labels recur.
+# prometheus_client keeps the same children itself (nothing here removes one), so this
+# holds no more than it does.
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    child = _children.get((metric, labels))
+    if child is None:
+        child = _children[(metric, labels)] = metric.labels(*labels)
+    return child
 
 
 def request(endpoint: str, status: int, seconds: float, model: str, version: str) -> None:
-    key = (endpoint, status, model, version)
-    children = _per_request.get(key)
-    if children is None:
-        children = _per_request[key] = (
-            REQUESTS.labels(endpoint, str(status), model, version),
-            LATENCY.labels(endpoint, model, version),
-        )
-    children[0].inc()
-    children[1].observe(seconds)
+    _child(REQUESTS, endpoint, str(status), model, version).inc()
+    _child(LATENCY, endpoint, model, version).observe(seconds)
 
 
 def predicted(model: str, version: int, rows: int) -> None:
-    child = _rows.get((model, version))
-    if child is None:
-        child = _rows[(model, version)] = ROWS.labels(model, str(version))
-    child.inc(rows)  # type: ignore[attr-defined]
+    _child(ROWS, model, str(version)).inc(rows)
 
 
 def train_step(model: str, version: int, loss: float, online) -> None:

@@ -73,7 +73,8 @@ def ready():
 
 
 def _model(name: str, version: str | None, registry: Registry | None = None):
-    registry = registry or state().registry
+    if registry is None:
+        registry = state().registry
     if version is None:
         served = registry.get(name)
         return served.model, served.version
@@ -152,9 +153,12 @@ def infer(name: str, version: str | None = None):
     available = ["output"] + (["label"] if model.labels is not None else [])
     default_binary = bool(req.parameters.get("binary_data_output", False))
     # (name, parameters) of each output asked for, or of every output the model has
-    wanted = [(o.name, o.parameters) for o in req.outputs] if req.outputs else []
+    if req.outputs:
+        wanted = [(o.name, o.parameters) for o in req.outputs]
+    else:
+        wanted = [(n, {}) for n in available]
     entries = []
-    for out_name, params in wanted or [(n, {}) for n in available]:
+    for out_name, params in wanted:
         if out_name not in available:
             raise ApiError(
                 400, "unknown_output", f"unknown output {out_name!r}; this model has {available}"
