@@ -3,8 +3,8 @@ the default 2 workers, each worker's CPU time read from /proc before and after e
 
 A run where one worker's CPU time did not grow had all the connections on the other; a
 run far below the median is the same thing seen from the client.  Also each run's CPU
-time of everything else on the machine: a slow run with both workers busy is the
-machine, not the spread.  ``serve_bench.py
+time of everything else on the machine, and its requests per second of worker CPU: a
+slow run with both workers busy is the machine, not the spread.  ``serve_bench.py
 --spread`` runs this against bpserve as configured (and ``--gunicorn-args`` lets it try
 gunicorn's own options, e.g. ``--reuse-port``).
 """
@@ -79,6 +79,11 @@ def spread(
         "runs_below_0.8_of_median": sum(x < 0.8 * median for x in each),
         "runs_with_a_worker_under_10pct": sum(min(g) < 0.1 * sum(g) for g in shares),
         "min_worker_share": round(min(min(g) / max(sum(g), 1e-9) for g in shares), 3),
+        # requests per second of the workers' CPU, per run: where this falls as far as
+        # the rate while both workers stay busy, the machine slowed, not the spread
+        "requests_per_worker_cpu_s_each_run": [
+            round(rps * seconds / max(sum(g), 1e-9)) for rps, g in zip(each, shares)
+        ],
         "rps_each_run": each,
         "worker_cpu_s_each_run": shares,
         # CPU time of everything else on the machine (other helpers' tests) in each run
