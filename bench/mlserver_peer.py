@@ -46,6 +46,17 @@ def mlserver_venv() -> Path:
     return VENV
 
 
+def train_model(venv: Path, path: Path) -> str:
+    """The scikit-learn MLP MLServer serves, trained by MLServer's python into ``path``
+    (joblib); what it printed: the weights' shapes and the training accuracy."""
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", TRAIN, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def versions(venv: Path) -> dict[str, str]:
     out = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True, text=True

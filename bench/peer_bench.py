@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mlserver_peer import TRAIN, VENV, mlserver, mlserver_venv, versions  # noqa: E402
+from mlserver_peer import VENV, mlserver, mlserver_venv, train_model, versions  # noqa: E402
 from serve_bench import rounds_of_wrk, v2_binary_header  # noqa: E402
 from wrk import ensure_wrk, lua_post_bytes, run_wrk  # noqa: E402
 
@@ -219,12 +219,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_file = tmp / "model.joblib"
-        trained = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", TRAIN, str(model_file)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        trained = train_model(venv, model_file)
         print(json.dumps({"mlserver": versions(venv), "sklearn_mlp": trained}), flush=True)
         bp = Server(make_store(tmp / "models"), log_requests="false").start()
         try:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mlserver_peer import TRAIN, mlserver, mlserver_venv  # noqa: E402
+from mlserver_peer import mlserver, mlserver_venv, train_model  # noqa: E402
 from peer_bench import post, v2_json  # noqa: E402
 from serve_bench import rounds_of_wrk  # noqa: E402
 from wrk import ensure_wrk, lua_post_bytes  # noqa: E402
@@ -58,11 +57,7 @@ def main() -> None:
         tmp = Path(tmp)
         folder = tmp / "mlserver"
         folder.mkdir()
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-c", TRAIN, str(folder / "model.joblib")],
-            capture_output=True,
-            check=True,
-        )
+        train_model(venv, folder / "model.joblib")
         try:
             proc, port, _grpc = mlserver(venv, folder, 0)
             targets = [("MLServer in-process", port)]

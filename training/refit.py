@@ -37,16 +37,17 @@ LENGTHS = ("epochs", "steps")
 
 @dataclass(frozen=True)
 class Start:
-    """Where the first fit started, copied before it moves the weights: the refit
-    starts there too, so that it differs from the first fit only by its rows."""
+    """Where the first fit started: the refit starts there too, so that it differs
+    from the first fit only by its rows.  The weights are copied before the fit moves
+    them in place; the optimizer state is not, as ``guarded_fit`` starts every attempt
+    from a copy of the state it is given and never changes that."""
 
     params: np.ndarray
     state: dict[str, np.ndarray] | None
 
     @classmethod
     def of(cls, model: Model, state: dict[str, np.ndarray] | None) -> Start:
-        copied = None if state is None else {k: v.copy() for k, v in state.items()}
-        return cls(model.network.params.copy(), copied)
+        return cls(model.network.params.copy(), state)
 
 
 def applies(enabled: bool, history: History, patience: int | None, n_val: int) -> bool:
@@ -92,13 +93,12 @@ def refit(
     out rows); ``kw`` are the first fit's own settings (batch size, schedule, seed).
     The optimizer is the model's, with the learning rate the first fit held at."""
     model.network.params[...] = start.params
-    state = None if start.state is None else {k: v.copy() for k, v in start.state.items()}
     guarded = guarded_fit(
         model,
         model.optimizer,
         x,
         y,
-        state=state,
+        state=start.state,
         callback=callback,
         epochs=epochs,
         validation=None,
